@@ -73,8 +73,7 @@ impl MarginLoss {
     /// # Errors
     /// [`Error::Invalid`] for a non-positive scale or a margin outside `[0, π/2)`.
     pub fn new(config: MarginConfig) -> Result<Self> {
-        if !(config.scale > 0.0) || !(0.0..std::f64::consts::FRAC_PI_2).contains(&config.margin)
-        {
+        if !(config.scale > 0.0) || !(0.0..std::f64::consts::FRAC_PI_2).contains(&config.margin) {
             return Err(Error::Invalid(format!(
                 "scale must be > 0 and margin in [0, pi/2), got s = {}, m = {}",
                 config.scale, config.margin
@@ -177,10 +176,16 @@ mod tests {
                 margin: 0.3,
             };
             let t = Tensor::new(&[[0.8f32, 0.1, -0.3], [0.2, 0.5, 0.4]], &Device::Cpu).unwrap();
-            let loss = MarginLoss::new(cfg.clone()).unwrap().forward(&t, &targets).unwrap();
+            let loss = MarginLoss::new(cfg.clone())
+                .unwrap()
+                .forward(&t, &targets)
+                .unwrap();
             let got = loss.to_scalar::<f32>().unwrap() as f64;
             let want = reference(&cos, &targets, &cfg);
-            assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{kind:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                "{kind:?}: {got} vs {want}"
+            );
         }
     }
 
@@ -192,7 +197,10 @@ mod tests {
             scale: 64.0,
             margin: 0.5,
         };
-        let loss = MarginLoss::new(cfg).unwrap().forward(cos.as_tensor(), &[0, 0]).unwrap();
+        let loss = MarginLoss::new(cfg)
+            .unwrap()
+            .forward(cos.as_tensor(), &[0, 0])
+            .unwrap();
         let grads = loss.backward().unwrap();
         let g = grads.get(cos.as_tensor()).unwrap().flatten_all().unwrap();
         let g = g.to_vec1::<f32>().unwrap();

@@ -12,7 +12,9 @@ pub enum Error {
     Invalid(String),
 
     /// A saved memory that does not match this memory's configuration.
-    #[error("prototype memory checkpoint does not match: {field} is {found} in the checkpoint, {expected} here")]
+    #[error(
+        "prototype memory checkpoint does not match: {field} is {found} in the checkpoint, {expected} here"
+    )]
     Mismatch {
         /// Which setting differs.
         field: &'static str,

@@ -131,7 +131,9 @@ impl PrototypeMemory {
 
     /// The identity held by `slot`, if any.
     pub fn identity_at(&self, slot: usize) -> Option<u64> {
-        self.identity.get(slot).and_then(|&id| u64::try_from(id).ok())
+        self.identity
+            .get(slot)
+            .and_then(|&id| u64::try_from(id).ok())
     }
 
     /// The stored row of `slot` (`dim` floats).
@@ -242,9 +244,10 @@ impl PrototypeMemory {
             )));
         }
         let distinct: HashSet<u64> = identities.iter().copied().collect();
-        if distinct.len() != identities.len() || identities.iter().any(|&id| id > i64::MAX as u64)
-        {
-            return Err(Error::Invalid("identities of one update must be distinct".into()));
+        if distinct.len() != identities.len() || identities.iter().any(|&id| id > i64::MAX as u64) {
+            return Err(Error::Invalid(
+                "identities of one update must be distinct".into(),
+            ));
         }
         Ok(())
     }

@@ -73,13 +73,19 @@ const EPS: f64 = 1e-12;
 pub fn prototypes(x: &Tensor, k: usize, config: &PrototypeConfig) -> Result<Tensor> {
     let (b, d) = x.dims2()?;
     if k == 0 || b % k != 0 {
-        return Err(Error::Invalid(format!("{b} embeddings are not P groups of K = {k}")));
+        return Err(Error::Invalid(format!(
+            "{b} embeddings are not P groups of K = {k}"
+        )));
     }
     let x = match config.grad {
         PrototypeGrad::Detached => x.detach(),
         PrototypeGrad::Through => x.clone(),
     };
-    let norms = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
+    let norms = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(EPS, f64::MAX)?;
     let z = x.broadcast_div(&norms)?;
     let weighted = match config.weights {
         ExemplarWeights::Equal => z,
@@ -94,6 +100,10 @@ pub fn prototypes(x: &Tensor, k: usize, config: &PrototypeConfig) -> Result<Tens
 /// # Errors
 /// A tensor operation failed.
 pub fn normalize_rows(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let norms = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
+    let norms = xs
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(EPS, f64::MAX)?;
     xs.broadcast_div(&norms)
 }

@@ -65,7 +65,10 @@ fn least_recently_used_spares_rows_that_were_used() {
     fifo.mark_used(&[fifo.slot_of(3).unwrap()], 5);
     fifo.update(&[4], &rows(&[4]), 6).unwrap();
     assert_eq!(held(&fifo).len(), 3);
-    assert!(!held(&fifo).contains(&1), "FIFO evicts by write step, ties by slot");
+    assert!(
+        !held(&fifo).contains(&1),
+        "FIFO evicts by write step, ties by slot"
+    );
 }
 
 #[test]
@@ -82,8 +85,14 @@ fn max_age_drops_rows_even_when_not_full() {
 #[test]
 fn bad_updates_are_errors_not_panics() {
     let mut m = memory(2, Eviction::OldestWrite, None);
-    assert!(matches!(m.update(&[1, 1], &rows(&[1, 1]), 1), Err(Error::Invalid(_))));
-    assert!(matches!(m.update(&[1, 2, 3], &rows(&[1, 2, 3]), 1), Err(Error::Invalid(_))));
+    assert!(matches!(
+        m.update(&[1, 1], &rows(&[1, 1]), 1),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        m.update(&[1, 2, 3], &rows(&[1, 2, 3]), 1),
+        Err(Error::Invalid(_))
+    ));
     assert!(matches!(m.update(&[1], &[1.0], 1), Err(Error::Invalid(_))));
     assert!(m.is_empty());
 }
@@ -110,7 +119,8 @@ fn classifier_puts_fresh_rows_first_and_skips_their_stored_rows() {
 #[test]
 fn state_round_trips_bit_exactly_and_refuses_other_configs() {
     let mut m = memory(4, Eviction::LeastRecentlyUsed, Some(100));
-    m.update(&[5, 6, 7], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3).unwrap();
+    m.update(&[5, 6, 7], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3)
+        .unwrap();
     m.mark_used(&[m.slot_of(6).unwrap()], 4);
     let saved = m.to_tensors().unwrap();
     let mut restored = PrototypeMemory::from_tensors(m.config().clone(), &saved).unwrap();
@@ -128,7 +138,16 @@ fn state_round_trips_bit_exactly_and_refuses_other_configs() {
     let mut other = m.config().clone();
     other.capacity = 8;
     let err = PrototypeMemory::from_tensors(other, &saved).unwrap_err();
-    assert!(matches!(err, Error::Mismatch { field: "capacity", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Mismatch {
+                field: "capacity",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let mut other = m.config().clone();
     other.eviction = Eviction::OldestWrite;
     let err = PrototypeMemory::from_tensors(other, &saved).unwrap_err();
@@ -137,29 +156,43 @@ fn state_round_trips_bit_exactly_and_refuses_other_configs() {
 
 #[test]
 fn prototypes_are_normalised_weighted_means() {
-    let x = Tensor::new(&[[3.0f32, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 5.0]], &Device::Cpu)
-        .unwrap();
+    let x = Tensor::new(
+        &[[3.0f32, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 5.0]],
+        &Device::Cpu,
+    )
+    .unwrap();
     let equal = PrototypeConfig::default();
     let p = prototypes(&x, 2, &equal).unwrap().to_vec2::<f32>().unwrap();
     let h = std::f32::consts::FRAC_1_SQRT_2;
-    assert!((p[0][0] - h).abs() < 1e-6 && (p[0][1] - h).abs() < 1e-6, "{p:?}");
+    assert!(
+        (p[0][0] - h).abs() < 1e-6 && (p[0][1] - h).abs() < 1e-6,
+        "{p:?}"
+    );
     assert!((p[1][1] - 1.0).abs() < 1e-6);
 
     let by_norm = PrototypeConfig {
         weights: ExemplarWeights::Norm,
         ..equal
     };
-    let p = prototypes(&x, 2, &by_norm).unwrap().to_vec2::<f32>().unwrap();
+    let p = prototypes(&x, 2, &by_norm)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let n = (9.0f32 + 1.0).sqrt();
-    assert!((p[0][0] - 3.0 / n).abs() < 1e-6 && (p[0][1] - 1.0 / n).abs() < 1e-6, "{p:?}");
+    assert!(
+        (p[0][0] - 3.0 / n).abs() < 1e-6 && (p[0][1] - 1.0 / n).abs() < 1e-6,
+        "{p:?}"
+    );
     assert!(prototypes(&x, 3, &equal).is_err());
 }
 
 #[test]
 fn gradient_flows_through_prototypes_only_when_asked() {
     let x = candle_core::Var::new(&[[1.0f32, 2.0], [0.5, -1.0]], &Device::Cpu).unwrap();
-    for (grad, expect_grad) in [(PrototypeGrad::Detached, false), (PrototypeGrad::Through, true)]
-    {
+    for (grad, expect_grad) in [
+        (PrototypeGrad::Detached, false),
+        (PrototypeGrad::Through, true),
+    ] {
         let config = PrototypeConfig {
             grad,
             ..PrototypeConfig::default()

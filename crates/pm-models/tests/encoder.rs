@@ -10,6 +10,7 @@ fn small() -> EncoderConfig {
         input_size: 16,
         widths: vec![4, 8, 8],
         blocks_per_stage: 1,
+        stem_stride: 1,
         embedding_dim: 6,
     }
 }
@@ -23,7 +24,9 @@ fn build(seed: u64) -> (VarMap, Encoder) {
 }
 
 fn input() -> Tensor {
-    let data: Vec<f32> = (0..2 * 3 * 16 * 16).map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0).collect();
+    let data: Vec<f32> = (0..2 * 3 * 16 * 16)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
     Tensor::from_vec(data, (2, 3, 16, 16), &Device::Cpu).unwrap()
 }
 
@@ -37,9 +40,24 @@ fn embeds_to_the_configured_dimension() {
 #[test]
 fn seeded_init_is_reproducible_and_seed_dependent() {
     let x = input();
-    let a = build(7).1.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
-    let b = build(7).1.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
-    let c = build(8).1.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+    let a = build(7)
+        .1
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let b = build(7)
+        .1
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let c = build(8)
+        .1
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
@@ -65,8 +83,11 @@ fn bad_configs_are_errors() {
 fn training_mode_can_fit_two_targets() {
     let (varmap, encoder) = build(3);
     let x = input();
-    let target = Tensor::new(&[[1f32, 0., 0., 0., 0., 0.], [0., 1., 0., 0., 0., 0.]], &Device::Cpu)
-        .unwrap();
+    let target = Tensor::new(
+        &[[1f32, 0., 0., 0., 0., 0.], [0., 1., 0., 0., 0., 0.]],
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut opt = candle_nn::SGD::new(varmap.all_vars(), 0.05).unwrap();
     let mut losses = Vec::new();
     for _ in 0..60 {

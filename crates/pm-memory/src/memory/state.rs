@@ -27,11 +27,23 @@ impl PrototypeMemory {
             max_age,
         ];
         let tensors = [
-            ("rows", Tensor::from_slice(&self.rows, (m, self.config.dim), &cpu)?),
+            (
+                "rows",
+                Tensor::from_slice(&self.rows, (m, self.config.dim), &cpu)?,
+            ),
             ("identity", Tensor::from_slice(&self.identity, m, &cpu)?),
-            ("write_step", Tensor::from_vec(steps(&self.write_step), m, &cpu)?),
-            ("last_use", Tensor::from_vec(steps(&self.last_use), m, &cpu)?),
-            ("refreshes", Tensor::from_vec(steps(&self.refreshes), m, &cpu)?),
+            (
+                "write_step",
+                Tensor::from_vec(steps(&self.write_step), m, &cpu)?,
+            ),
+            (
+                "last_use",
+                Tensor::from_vec(steps(&self.last_use), m, &cpu)?,
+            ),
+            (
+                "refreshes",
+                Tensor::from_vec(steps(&self.refreshes), m, &cpu)?,
+            ),
             ("policy", Tensor::from_vec(policy, 4, &cpu)?),
         ];
         Ok(tensors
@@ -53,7 +65,10 @@ impl PrototypeMemory {
         let m = memory.config.capacity;
         let rows = get(tensors, "rows")?.flatten_all()?.to_vec1::<f32>()?;
         if rows.len() != m * memory.config.dim {
-            return Err(Error::Invalid(format!("memory.rows holds {} floats", rows.len())));
+            return Err(Error::Invalid(format!(
+                "memory.rows holds {} floats",
+                rows.len()
+            )));
         }
         memory.rows = rows;
         memory.identity = load_i64(tensors, "identity", m)?;

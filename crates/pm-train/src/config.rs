@@ -1,0 +1,289 @@
+//! The run configuration: one TOML file, every table with unknown keys refused, so that a
+//! typo is an error naming the key instead of a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use pm_loss::MarginConfig;
+use pm_memory::{Eviction, MemoryConfig, PrototypeConfig};
+use pm_models::EncoderConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The packed training set and the sampler.
+    pub data: DataSection,
+    /// The encoder.
+    #[serde(default)]
+    pub model: EncoderConfig,
+    /// The prototype memory.
+    #[serde(default)]
+    pub memory: MemorySection,
+    /// The margin loss.
+    #[serde(default)]
+    pub loss: MarginConfig,
+    /// The optimiser and its schedule.
+    #[serde(default)]
+    pub optim: OptimSection,
+    /// Where and how often to write.
+    pub run: RunSection,
+}
+
+/// The training data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A dataset directory written by `cargo xtask pack`.
+    pub dataset: PathBuf,
+    /// Identities per batch (P).
+    #[serde(default = "default_p")]
+    pub identities_per_batch: usize,
+    /// Images per identity (K ≥ 2).
+    #[serde(default = "default_k")]
+    pub images_per_identity: usize,
+    /// Seed of the sampler.
+    #[serde(default)]
+    pub seed: u64,
+    /// Probability of a horizontal flip.
+    #[serde(default = "default_flip")]
+    pub flip_probability: f32,
+    /// Batches decoded ahead of the trainer.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+}
+
+/// The prototype memory (its dimension is the encoder's embedding dimension).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// Slots M.
+    pub capacity: usize,
+    /// Eviction when full.
+    #[serde(default)]
+    pub eviction: Eviction,
+    /// Drop rows older than this many steps.
+    #[serde(default)]
+    pub max_age: Option<u64>,
+    /// How fresh prototypes are made.
+    #[serde(default)]
+    pub prototype: PrototypeConfig,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            eviction: Eviction::default(),
+            max_age: None,
+            prototype: PrototypeConfig::default(),
+        }
+    }
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Cosine decay to `final_lr_fraction · lr`.
+    #[default]
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// SGD with momentum, linear warm-up then decay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay on convolution and linear weights (not on BatchNorm).
+    pub weight_decay: f64,
+    /// Total training steps.
+    pub steps: u64,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// Decay after warm-up.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Final learning rate as a fraction of `lr`.
+    #[serde(default = "default_final_lr")]
+    pub final_lr_fraction: f64,
+    /// Stop after this many non-finite losses in a row (each is skipped and logged).
+    #[serde(default = "default_nonfinite")]
+    pub max_nonfinite_in_row: usize,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            steps: 1000,
+            warmup_steps: 100,
+            schedule: Schedule::Cosine,
+            final_lr_fraction: default_final_lr(),
+            max_nonfinite_in_row: default_nonfinite(),
+        }
+    }
+}
+
+/// Outputs of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run directory: resolved config, metrics, checkpoints.
+    pub dir: PathBuf,
+    /// Seed of the initial weights.
+    #[serde(default)]
+    pub seed: u64,
+    /// Steps between checkpoints (the last step always gets one).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Steps between metric lines.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+}
+
+fn default_p() -> usize {
+    32
+}
+fn default_k() -> usize {
+    2
+}
+fn default_flip() -> f32 {
+    0.5
+}
+fn default_prefetch() -> usize {
+    2
+}
+fn default_final_lr() -> f64 {
+    0.01
+}
+fn default_nonfinite() -> usize {
+    10
+}
+fn default_checkpoint_every() -> u64 {
+    500
+}
+fn default_log_every() -> u64 {
+    10
+}
+
+impl TrainConfig {
+    /// Reads and checks a TOML file. Relative paths inside it stay relative to the working
+    /// directory, as on a command line.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, with the parser's line and key for syntax errors and
+    /// unknown keys.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks TOML text; `path` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::Config`] as for [`TrainConfig::from_file`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a value cannot be written as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config {
+            path: PathBuf::from("<config>"),
+            what: e.to_string(),
+        })
+    }
+
+    /// The memory configuration this run builds.
+    pub fn memory_config(&self) -> MemoryConfig {
+        MemoryConfig {
+            capacity: self.memory.capacity,
+            dim: self.model.embedding_dim,
+            eviction: self.memory.eviction,
+            max_age: self.memory.max_age,
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let fail = |what: String| {
+            Err(Error::Config {
+                path: path.to_path_buf(),
+                what,
+            })
+        };
+        let p = self.data.identities_per_batch;
+        if self.data.images_per_identity < 2 || p == 0 {
+            return fail(format!(
+                "data: need identities_per_batch >= 1 and images_per_identity >= 2, got {p} and {}",
+                self.data.images_per_identity
+            ));
+        }
+        if self.memory.capacity < p {
+            return fail(format!(
+                "memory.capacity ({}) must hold at least one batch of identities ({p})",
+                self.memory.capacity
+            ));
+        }
+        if self.optim.steps == 0 || !(self.optim.lr > 0.0) || self.run.log_every == 0 {
+            return fail("optim.steps, optim.lr and run.log_every must be positive".into());
+        }
+        if self.run.checkpoint_every == 0 {
+            return fail("run.checkpoint_every must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[data]\ndataset = \"d\"\n[run]\ndir = \"r\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_round_trips() {
+        let config = TrainConfig::from_toml(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(config.data.images_per_identity, 2);
+        let again = TrainConfig::from_toml(&config.to_toml().unwrap(), Path::new("t")).unwrap();
+        assert_eq!(config, again);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_naming_the_key_and_file() {
+        let text = format!(
+            "{MINIMAL}[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nsteps = 5\nwarmup_step = 1\n"
+        );
+        let err = TrainConfig::from_toml(&text, Path::new("typo.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("typo.toml") && msg.contains("warmup_step"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn impossible_settings_are_errors() {
+        let text = MINIMAL.replace("[run]", "images_per_identity = 1\n[run]");
+        assert!(TrainConfig::from_toml(&text, Path::new("k.toml")).is_err());
+        let text = format!("{MINIMAL}[memory]\ncapacity = 4\n");
+        assert!(TrainConfig::from_toml(&text, Path::new("m.toml")).is_err());
+    }
+}

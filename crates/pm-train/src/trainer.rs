@@ -1,0 +1,500 @@
+//! The training loop.
+//!
+//! One step, for a batch of P identities × K images (B = P·K):
+//! ```text
+//! images [B,3,S,S] ─encoder→ x [B,d] ─normalise→ z [B,d]
+//! x ─prototypes→ fresh [P,d]              (pm-memory, detached by default)
+//! W = [fresh ; stored rows of other identities]   [C,d]
+//! cos = z·Wᵀ [B,C] ─margin softmax CE→ loss   (target of image i: column i / K)
+//! backward, SGD step; then memory.update(identities, fresh)   (after the step: see CANDLE.md)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use pm_data::{Batch, Dataset, PkSampler, Prefetcher, SamplerConfig, identity_counts};
+use pm_loss::MarginLoss;
+use pm_memory::{Eviction, PrototypeMemory, normalize_rows, prototypes};
+use pm_models::{Encoder, EncoderConfig, seeded_init};
+use serde::Serialize;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{Schedule, TrainConfig};
+use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::sgd::SgdMomentum;
+use crate::{Error, Result};
+
+/// Receives progress; the CLI draws a bar with it, tests ignore it.
+pub trait Progress {
+    /// Training starts at `done` of `total` steps.
+    fn start(&mut self, total: u64, done: u64);
+    /// A metrics window closed.
+    fn update(&mut self, metrics: &StepMetrics);
+    /// Training ended.
+    fn finish(&mut self);
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _: u64, _: u64) {}
+    fn update(&mut self, _: &StepMetrics) {}
+    fn finish(&mut self) {}
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Steps completed.
+    pub steps: u64,
+    /// Step the run resumed from (0 for a fresh run).
+    pub resumed_from: u64,
+    /// Mean loss of the first metrics window of this invocation.
+    pub first_loss: f64,
+    /// Mean loss of the last metrics window.
+    pub last_loss: f64,
+    /// Wall time of this invocation, seconds.
+    pub seconds: f64,
+}
+
+/// A training run.
+pub struct Trainer {
+    config: TrainConfig,
+    device: Device,
+    dataset: Arc<Dataset>,
+    varmap: VarMap,
+    encoder: Encoder,
+    optimizer: SgdMomentum,
+    memory: PrototypeMemory,
+    loss: MarginLoss,
+    sampler: PkSampler,
+    step: u64,
+    nonfinite_in_row: usize,
+    resumed_from: u64,
+}
+
+/// What one step measured.
+#[derive(Default)]
+struct StepOutcome {
+    loss: Option<f64>,
+    correct: usize,
+    classes: usize,
+    ages: Vec<u64>,
+    stats: pm_memory::UpdateStats,
+}
+
+impl Trainer {
+    /// Prepares a run: opens the dataset, builds the encoder with seeded weights, an empty
+    /// memory, and writes the resolved configuration into the run directory. With `resume`,
+    /// continues from the run's newest checkpoint instead (if it has one).
+    ///
+    /// # Errors
+    /// Unreadable data, a dataset whose image size differs from the model's input, a
+    /// checkpoint that does not match the configuration.
+    pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
+        let device = Device::Cpu;
+        let dataset = Arc::new(Dataset::open(&config.data.dataset)?);
+        check_dataset(&config, &dataset)?;
+        std::fs::create_dir_all(&config.run.dir).map_err(|e| Error::io(&config.run.dir, e))?;
+        let (varmap, encoder) = build_encoder(&config.model, &device, Some(config.run.seed))?;
+        let optimizer = SgdMomentum::new(
+            named_vars(&varmap)?,
+            config.optim.momentum,
+            config.optim.weight_decay,
+        );
+        let sampler = PkSampler::new(sampler_config(&config), identity_counts(&dataset)?)?;
+        let mut trainer = Self {
+            memory: PrototypeMemory::new(config.memory_config())?,
+            loss: MarginLoss::new(config.loss.clone())?,
+            config,
+            device,
+            dataset,
+            varmap,
+            encoder,
+            optimizer,
+            sampler,
+            step: 0,
+            nonfinite_in_row: 0,
+            resumed_from: 0,
+        };
+        if resume {
+            trainer.resume()?;
+        }
+        trainer.write_resolved_config()?;
+        Ok(trainer)
+    }
+
+    /// Steps completed so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The prototype memory.
+    pub fn memory(&self) -> &PrototypeMemory {
+        &self.memory
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        let Some(dir) = checkpoint::latest_checkpoint(&self.config.run.dir)? else {
+            tracing::warn!(run = %self.config.run.dir.display(), "no checkpoint to resume; starting fresh");
+            return Ok(());
+        };
+        let loaded = checkpoint::load(&dir, &mut self.varmap)?;
+        self.memory = PrototypeMemory::from_tensors(self.config.memory_config(), &loaded.state)
+            .map_err(|e| Error::Checkpoint {
+                path: dir.clone(),
+                what: e.to_string(),
+            })?;
+        self.optimizer.restore(&loaded.state)?;
+        self.sampler.restore(loaded.checkpoint.sampler)?;
+        self.step = loaded.checkpoint.step;
+        self.nonfinite_in_row = loaded.checkpoint.nonfinite_in_row;
+        self.resumed_from = self.step;
+        truncate_metrics(&self.config.run.dir.join("metrics.jsonl"), self.step)?;
+        tracing::info!(path = %dir.display(), step = self.step, "resumed");
+        Ok(())
+    }
+
+    fn write_resolved_config(&self) -> Result<()> {
+        let path = self.config.run.dir.join("config.toml");
+        std::fs::write(&path, self.config.to_toml()?).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Trains until `optim.steps`, or until `stop_after` more steps when given (used to
+    /// simulate an interruption).
+    ///
+    /// # Errors
+    /// Data, tensor or I/O errors; [`Error::Diverged`] after too many non-finite losses.
+    pub fn run(
+        &mut self,
+        progress: &mut dyn Progress,
+        stop_after: Option<u64>,
+    ) -> Result<TrainSummary> {
+        let started = Instant::now();
+        let total = self.config.optim.steps;
+        let end = stop_after.map_or(total, |n| (self.step + n).min(total));
+        let prefetcher = Prefetcher::start(
+            self.dataset.clone(),
+            self.sampler.clone(),
+            self.config.data.prefetch,
+        );
+        let mut metrics = MetricsWriter::append(&self.config.run.dir.join("metrics.jsonl"))?;
+        let mut window = Window::new();
+        let (mut first_loss, mut last_loss) = (None, f64::NAN);
+        progress.start(total, self.step);
+        tracing::info!(
+            from = self.step,
+            to = end,
+            identities = self.dataset.n_identities(),
+            images = self.dataset.n_images(),
+            "training"
+        );
+        while self.step < end {
+            let batch = prefetcher.next_batch()?;
+            let outcome = self.train_step(&batch)?;
+            self.sampler.restore(batch.sampler_after)?;
+            window.add(&outcome, batch.labels.len());
+            if self.step % self.config.run.log_every == 0 || self.step == end {
+                let line = window.close(self, batch.sampler_after.epoch);
+                first_loss.get_or_insert(line.loss);
+                last_loss = line.loss;
+                metrics.write(&line)?;
+                progress.update(&line);
+            }
+            if self.step % self.config.run.checkpoint_every == 0 || self.step == end {
+                self.save_checkpoint()?;
+            }
+        }
+        progress.finish();
+        self.save_final()?;
+        Ok(TrainSummary {
+            run_dir: self.config.run.dir.clone(),
+            steps: self.step,
+            resumed_from: self.resumed_from,
+            first_loss: first_loss.unwrap_or(f64::NAN),
+            last_loss,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One optimisation step and the memory update that follows it.
+    fn train_step(&mut self, batch: &Batch) -> Result<StepOutcome> {
+        let k = batch.images_per_identity;
+        let [b, c, h, w] = batch.shape;
+        let images = Tensor::from_slice(&batch.images, (b, c, h, w), &self.device)?;
+        let identities: Vec<u64> = batch.labels.iter().step_by(k).map(|&l| l as u64).collect();
+        let targets: Vec<u32> = (0..batch.labels.len()).map(|i| (i / k) as u32).collect();
+
+        // Forward: embeddings, fresh prototypes, logits against [fresh ; memory].
+        let x = self.encoder.forward_t(&images, true)?;
+        let z = normalize_rows(&x)?;
+        let fresh = prototypes(&x, k, &self.config.memory.prototype)?;
+        let classifier = self.memory.classifier(&identities, &fresh)?;
+        let cosines = z.matmul(&classifier.weights.t()?)?;
+        let loss = self.loss.forward(&cosines, &targets)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        self.step += 1;
+
+        // A non-finite loss skips the step (no update of weights or memory).
+        if !loss_value.is_finite() {
+            return self.skip_step(loss_value);
+        }
+        self.nonfinite_in_row = 0;
+        let grads = loss.backward()?;
+        self.optimizer
+            .step(&grads, self.learning_rate(self.step - 1))?;
+
+        // Memory update with the detached prototypes, after the optimiser step.
+        let hardest = hardest_negatives(&cosines, &targets)?;
+        let used: Vec<usize> = hardest
+            .iter()
+            .filter_map(|&col| col.checked_sub(classifier.n_fresh))
+            .filter_map(|i| classifier.other_slots.get(i).copied())
+            .collect();
+        let ages = self.memory.ages(&classifier.other_slots, self.step);
+        if self.config.memory.eviction == Eviction::LeastRecentlyUsed {
+            self.memory.mark_used(&used, self.step);
+        }
+        let rows = fresh.detach().flatten_all()?.to_vec1::<f32>()?;
+        let stats = self.memory.update(&identities, &rows, self.step)?;
+        let correct = correct_predictions(&cosines, &targets)?;
+        Ok(StepOutcome {
+            loss: Some(loss_value),
+            correct,
+            classes: classifier.weights.dim(0)?,
+            ages,
+            stats,
+        })
+    }
+
+    fn skip_step(&mut self, loss_value: f64) -> Result<StepOutcome> {
+        self.nonfinite_in_row += 1;
+        tracing::warn!(
+            step = self.step,
+            loss = loss_value,
+            in_row = self.nonfinite_in_row,
+            "non-finite loss; step skipped"
+        );
+        if self.nonfinite_in_row >= self.config.optim.max_nonfinite_in_row {
+            return Err(Error::Diverged(self.nonfinite_in_row));
+        }
+        Ok(StepOutcome::default())
+    }
+
+    /// Learning rate for the update that completes step `step + 1`.
+    pub fn learning_rate(&self, step: u64) -> f64 {
+        let o = &self.config.optim;
+        if step < o.warmup_steps {
+            return o.lr * (step + 1) as f64 / o.warmup_steps as f64;
+        }
+        match o.schedule {
+            Schedule::Constant => o.lr,
+            Schedule::Cosine => {
+                let span = o.steps.saturating_sub(o.warmup_steps).max(1) as f64;
+                let t = ((step - o.warmup_steps) as f64 / span).min(1.0);
+                let floor = o.lr * o.final_lr_fraction;
+                floor + 0.5 * (o.lr - floor) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut state = self.memory.to_tensors()?;
+        state.extend(self.optimizer.state());
+        let checkpoint = Checkpoint {
+            step: self.step,
+            sampler: self.sampler.state(),
+            nonfinite_in_row: self.nonfinite_in_row,
+        };
+        let dir = checkpoint::checkpoint_dir(&self.config.run.dir, self.step);
+        checkpoint::save(&dir, &self.varmap, &state, &checkpoint)
+    }
+
+    fn save_final(&self) -> Result<()> {
+        let path = self.config.run.dir.join("model.safetensors");
+        self.varmap.save(&path)?;
+        tracing::info!(path = %path.display(), "weights saved");
+        Ok(())
+    }
+}
+
+/// Running sums between two metric lines.
+struct Window {
+    started: Instant,
+    losses: Vec<f64>,
+    correct: usize,
+    images: usize,
+    skipped: usize,
+    last: StepOutcome,
+    stats: pm_memory::UpdateStats,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            losses: Vec::new(),
+            correct: 0,
+            images: 0,
+            skipped: 0,
+            last: StepOutcome::default(),
+            stats: pm_memory::UpdateStats::default(),
+        }
+    }
+
+    fn add(&mut self, outcome: &StepOutcome, batch_images: usize) {
+        match outcome.loss {
+            Some(loss) => self.losses.push(loss),
+            None => self.skipped += 1,
+        }
+        self.correct += outcome.correct;
+        self.images += batch_images;
+        self.stats.refreshed += outcome.stats.refreshed;
+        self.stats.inserted += outcome.stats.inserted;
+        self.stats.evicted += outcome.stats.evicted;
+        if outcome.loss.is_some() {
+            self.last = StepOutcome {
+                ages: outcome.ages.clone(),
+                classes: outcome.classes,
+                ..StepOutcome::default()
+            };
+        }
+    }
+
+    fn close(&mut self, trainer: &Trainer, epoch: u64) -> StepMetrics {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let trained = self.losses.len().max(1) as f64;
+        let ages = &self.last.ages;
+        let line = StepMetrics {
+            step: trainer.step,
+            epoch,
+            loss: self.losses.iter().sum::<f64>() / trained,
+            batch_accuracy: self.correct as f64 / self.images.max(1) as f64,
+            lr: trainer.learning_rate(trainer.step.saturating_sub(1)),
+            images_per_second: self.images as f64 / seconds,
+            memory_rows: trainer.memory.len(),
+            classes_in_softmax: self.last.classes,
+            mean_row_age: ages.iter().sum::<u64>() as f64 / ages.len().max(1) as f64,
+            max_row_age: ages.iter().copied().max().unwrap_or(0),
+            refreshed: self.stats.refreshed,
+            inserted: self.stats.inserted,
+            evicted: self.stats.evicted,
+            skipped_steps: self.skipped,
+        };
+        *self = Window::new();
+        line
+    }
+}
+
+/// Column of the highest-scoring wrong class of each row.
+fn hardest_negatives(cosines: &Tensor, targets: &[u32]) -> Result<Vec<usize>> {
+    let rows = cosines.detach().to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .zip(targets)
+        .map(|(row, &t)| {
+            row.iter()
+                .enumerate()
+                .filter(|&(j, _)| j != t as usize)
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(t as usize, |(j, _)| j)
+        })
+        .collect())
+}
+
+fn correct_predictions(cosines: &Tensor, targets: &[u32]) -> Result<usize> {
+    let predicted = cosines.detach().argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(predicted
+        .iter()
+        .zip(targets)
+        .filter(|(p, t)| p == t)
+        .count())
+}
+
+fn check_dataset(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
+    let (h, w) = dataset.image_size();
+    let side = config.model.input_size as u32;
+    if h != side || w != side {
+        return Err(Error::Config {
+            path: config.data.dataset.clone(),
+            what: format!(
+                "images are {h}x{w}, the model's input_size is {side}; repack or change model.input_size"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn sampler_config(config: &TrainConfig) -> SamplerConfig {
+    SamplerConfig {
+        identities_per_batch: config.data.identities_per_batch,
+        images_per_identity: config.data.images_per_identity,
+        seed: config.data.seed,
+        flip_probability: config.data.flip_probability,
+    }
+}
+
+fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+    let mut named: Vec<(String, Var)> = vars.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    // BatchNorm running statistics are variables too, but no gradient reaches them.
+    Ok(named)
+}
+
+/// Builds an encoder; with a seed its weights are drawn from it.
+///
+/// # Errors
+/// An invalid encoder configuration.
+pub fn build_encoder(
+    config: &EncoderConfig,
+    device: &Device,
+    seed: Option<u64>,
+) -> Result<(VarMap, Encoder)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let encoder = Encoder::new(config, vb)?;
+    if let Some(seed) = seed {
+        seeded_init(&varmap, seed)?;
+    }
+    Ok((varmap, encoder))
+}
+
+/// Loads a trained encoder from a run directory (`config.toml` + `model.safetensors`), or from
+/// a checkpoint directory inside it.
+///
+/// # Errors
+/// Missing or mismatched files.
+pub fn load_encoder(run_dir: &Path, weights: Option<&Path>) -> Result<(TrainConfig, Encoder)> {
+    let config = TrainConfig::from_file(&run_dir.join("config.toml"))?;
+    let (mut varmap, encoder) = build_encoder(&config.model, &Device::Cpu, Some(config.run.seed))?;
+    let weights = weights.map_or_else(|| run_dir.join("model.safetensors"), Path::to_path_buf);
+    varmap.load(&weights).map_err(|e| Error::Checkpoint {
+        path: weights.clone(),
+        what: e.to_string(),
+    })?;
+    Ok((config, encoder))
+}
+
+/// Drops metric lines past `step` (left by an interrupted run that is being resumed).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<StepMetrics>(line).is_ok_and(|m| m.step <= step))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| Error::io(path, e))
+}
