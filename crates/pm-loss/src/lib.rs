@@ -7,4 +7,4 @@ mod error;
 mod margin;
 
 pub use error::{Error, Result};
-pub use margin::{Margin, MarginConfig, MarginLoss, cosine_logits};
+pub use margin::{Margin, MarginConfig, MarginLoss, cosine_logits, replace_targets};

@@ -67,6 +67,25 @@ pub fn cosine_logits(z: &Tensor, weights: &Tensor) -> Result<Tensor> {
     Ok(z.matmul(&weights.t()?)?)
 }
 
+/// Replaces each row's target cosine by `values` (`[B, 1]`), e.g. a leave-one-out positive,
+/// keeping every other column.
+///
+/// # Errors
+/// [`Error::Invalid`] when a target is out of range; shape errors.
+pub fn replace_targets(cosines: &Tensor, targets: &[u32], values: &Tensor) -> Result<Tensor> {
+    let (b, c) = cosines.dims2()?;
+    if targets.len() != b || targets.iter().any(|&t| t as usize >= c) {
+        return Err(Error::Invalid(format!(
+            "{} targets for {b} rows of {c} classes",
+            targets.len()
+        )));
+    }
+    let one_hot = one_hot(targets, c, cosines.device())?;
+    let current = (cosines * &one_hot)?.sum_keepdim(D::Minus1)?;
+    let delta = (values - current)?;
+    Ok((cosines + one_hot.broadcast_mul(&delta)?)?)
+}
+
 impl MarginLoss {
     /// A loss with `config`.
     ///

@@ -21,5 +21,6 @@ mod prototype;
 pub use error::{Error, Result};
 pub use memory::{Classifier, Eviction, MemoryConfig, PrototypeMemory, UpdateStats};
 pub use prototype::{
-    ExemplarWeights, PrototypeConfig, PrototypeGrad, PrototypeSource, normalize_rows, prototypes,
+    ExemplarWeights, PrototypeConfig, PrototypeGrad, PrototypeSource, leave_one_out,
+    normalize_rows, prototypes,
 };

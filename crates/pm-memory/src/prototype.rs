@@ -6,6 +6,10 @@
 //!       = ‖x_i‖ / Σ_j ‖x_j‖ (norm)         over the K images j of the same identity
 //! p_c   = Σ_i w_i z_i / ‖Σ_i w_i z_i‖      prototype of identity c
 //! ```
+//! With [`PrototypeSource::LeaveOneOut`] the positive of image i is the prototype of the other
+//! K−1 images of its identity, `p_c∖i = Σ_{j≠i} w_j z_j / ‖·‖` ([`leave_one_out`]), so an image
+//! never scores against a mean that contains itself; the memory still stores the full `p_c`.
+//!
 //! With [`PrototypeGrad::Detached`] the prototype is a constant for the loss (as in every
 //! known peer); with [`PrototypeGrad::Through`] the loss's gradient flows through the mean into
 //! the embeddings that made it.
@@ -25,6 +29,8 @@ pub enum PrototypeSource {
     /// All K images of the identity in the batch.
     #[default]
     Mean,
+    /// For the loss, image i's positive is the mean of the other K−1 images.
+    LeaveOneOut,
 }
 
 /// Whether gradients flow through a fresh prototype.
@@ -106,4 +112,30 @@ pub fn normalize_rows(xs: &Tensor) -> candle_core::Result<Tensor> {
         .sqrt()?
         .clamp(EPS, f64::MAX)?;
     xs.broadcast_div(&norms)
+}
+
+/// Leave-one-out positives: row i is the prototype of the other K−1 images of its identity
+/// (`[P·K, d]` in, `[P·K, d]` out), with the same weights and gradient rule as [`prototypes`].
+///
+/// # Errors
+/// [`Error::Invalid`] when the rows are not a multiple of `k` or `k < 2`.
+pub fn leave_one_out(x: &Tensor, k: usize, config: &PrototypeConfig) -> Result<Tensor> {
+    let (b, d) = x.dims2()?;
+    if k < 2 || b % k != 0 {
+        return Err(Error::Invalid(format!(
+            "leave-one-out needs P groups of K >= 2 embeddings, got {b} rows and K = {k}"
+        )));
+    }
+    let x = match config.grad {
+        PrototypeGrad::Detached => x.detach(),
+        PrototypeGrad::Through => x.clone(),
+    };
+    let weighted = match config.weights {
+        ExemplarWeights::Equal => normalize_rows(&x)?,
+        ExemplarWeights::Norm => x,
+    };
+    let groups = weighted.reshape((b / k, k, d))?;
+    let sums = groups.sum_keepdim(1)?.broadcast_as((b / k, k, d))?;
+    let others = (sums - groups)?.reshape((b, d))?;
+    Ok(normalize_rows(&others)?)
 }

@@ -204,3 +204,35 @@ fn gradient_flows_through_prototypes_only_when_asked() {
         assert_eq!(has_grad, expect_grad, "{grad:?}");
     }
 }
+
+#[test]
+fn leave_one_out_excludes_the_image_itself() {
+    let x = Tensor::new(
+        &[
+            [1.0f32, 0.0],
+            [0.0, 2.0],
+            [0.0, 3.0],
+            [3.0, 4.0],
+            [1.0, 0.0],
+            [0.0, 5.0],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let loo = pm_memory::leave_one_out(&x, 3, &PrototypeConfig::default()).unwrap();
+    let loo = loo.to_vec2::<f32>().unwrap();
+    // Row 0: others are (0,1) and (0,1) normalised -> (0,1).
+    assert!(
+        (loo[0][0]).abs() < 1e-6 && (loo[0][1] - 1.0).abs() < 1e-6,
+        "{loo:?}"
+    );
+    // Row 1: others (1,0) and (0,1) -> (h, h).
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    assert!(
+        (loo[1][0] - h).abs() < 1e-6 && (loo[1][1] - h).abs() < 1e-6,
+        "{loo:?}"
+    );
+    // Row 3: others (1,0), (0,1) of the second identity.
+    assert!((loo[3][0] - h).abs() < 1e-6, "{loo:?}");
+    assert!(pm_memory::leave_one_out(&x, 1, &PrototypeConfig::default()).is_err());
+}

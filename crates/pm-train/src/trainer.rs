@@ -16,8 +16,10 @@ use std::time::Instant;
 use candle_core::{D, DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use pm_data::{Batch, Dataset, PkSampler, Prefetcher, SamplerConfig, identity_counts};
-use pm_loss::MarginLoss;
-use pm_memory::{Eviction, PrototypeMemory, normalize_rows, prototypes};
+use pm_loss::{MarginLoss, replace_targets};
+use pm_memory::{
+    Eviction, PrototypeMemory, PrototypeSource, leave_one_out, normalize_rows, prototypes,
+};
 use pm_models::{Encoder, EncoderConfig, seeded_init};
 use serde::Serialize;
 
@@ -238,6 +240,7 @@ impl Trainer {
         let fresh = prototypes(&x, k, &self.config.memory.prototype)?;
         let classifier = self.memory.classifier(&identities, &fresh)?;
         let cosines = z.matmul(&classifier.weights.t()?)?;
+        let cosines = self.positives(&x, &z, k, cosines, &targets)?;
         let loss = self.loss.forward(&cosines, &targets)?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         self.step += 1;
@@ -272,6 +275,27 @@ impl Trainer {
             ages,
             stats,
         })
+    }
+
+    /// With leave-one-out prototypes, each image's target cosine is taken against the mean of
+    /// the other images of its identity instead of the full mean.
+    fn positives(
+        &self,
+        x: &Tensor,
+        z: &Tensor,
+        k: usize,
+        cosines: Tensor,
+        targets: &[u32],
+    ) -> Result<Tensor> {
+        let prototype = &self.config.memory.prototype;
+        match prototype.source {
+            PrototypeSource::Mean => Ok(cosines),
+            PrototypeSource::LeaveOneOut => {
+                let others = leave_one_out(x, k, prototype)?;
+                let positive = (z * others)?.sum_keepdim(D::Minus1)?;
+                Ok(replace_targets(&cosines, targets, &positive)?)
+            }
+        }
     }
 
     fn skip_step(&mut self, loss_value: f64) -> Result<StepOutcome> {
