@@ -4,6 +4,11 @@
 //!
 //! Arguments are parsed here; the work is done by `pm-data`.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program reports on stdout"
+)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};

@@ -2,6 +2,11 @@
 //!
 //! The binary only parses arguments, installs logging and progress, and calls the libraries.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program reports on stdout"
+)]
+
 mod eval;
 mod progress;
 

@@ -92,7 +92,8 @@ impl MarginLoss {
     /// # Errors
     /// [`Error::Invalid`] for a non-positive scale or a margin outside `[0, π/2)`.
     pub fn new(config: MarginConfig) -> Result<Self> {
-        if !(config.scale > 0.0) || !(0.0..std::f64::consts::FRAC_PI_2).contains(&config.margin) {
+        let scale_ok = config.scale.is_finite() && config.scale > 0.0;
+        if !scale_ok || !(0.0..std::f64::consts::FRAC_PI_2).contains(&config.margin) {
             return Err(Error::Invalid(format!(
                 "scale must be > 0 and margin in [0, pi/2), got s = {}, m = {}",
                 config.scale, config.margin

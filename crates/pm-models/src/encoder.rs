@@ -138,7 +138,7 @@ impl Encoder {
             }
         }
         let last = *config.widths.last().unwrap_or(&1);
-        let side = config.input_size / config.stem_stride >> stages;
+        let side = (config.input_size / config.stem_stride) >> stages;
         let out_bn = candle_nn::batch_norm(last, 1e-5, vb.pp("out_bn"))?;
         let fc = candle_nn::linear(last * side * side, config.embedding_dim, vb.pp("fc"))?;
         let embedding_bn = candle_nn::batch_norm(config.embedding_dim, 1e-5, vb.pp("emb_bn"))?;
@@ -167,7 +167,7 @@ fn check(config: &EncoderConfig) -> Result<usize> {
         && config.blocks_per_stage > 0
         && config.embedding_dim > 0
         && config.input_size > 0
-        && config.input_size % (stride << stages) == 0;
+        && config.input_size.is_multiple_of(stride << stages);
     if !ok {
         return Err(Error::Config(format!(
             "need non-empty positive widths, blocks and dim, and an input side divisible by \

@@ -242,7 +242,8 @@ impl TrainConfig {
                 self.memory.capacity
             ));
         }
-        if self.optim.steps == 0 || !(self.optim.lr > 0.0) || self.run.log_every == 0 {
+        let lr_ok = self.optim.lr.is_finite() && self.optim.lr > 0.0;
+        if self.optim.steps == 0 || !lr_ok || self.run.log_every == 0 {
             return fail("optim.steps, optim.lr and run.log_every must be positive".into());
         }
         if self.run.checkpoint_every == 0 {

@@ -158,8 +158,10 @@ fn pack_config(preprocess: &Preprocess) -> PackConfig {
 }
 
 fn train_config(config: &DemoConfig, dataset: &Path, size: usize) -> TrainConfig {
-    let mut model = pm_models::EncoderConfig::default();
-    model.input_size = size;
+    let model = pm_models::EncoderConfig {
+        input_size: size,
+        ..Default::default()
+    };
     TrainConfig {
         data: DataSection {
             dataset: dataset.to_path_buf(),

@@ -203,14 +203,14 @@ impl Trainer {
             let outcome = self.train_step(&batch)?;
             self.sampler.restore(batch.sampler_after)?;
             window.add(&outcome, batch.labels.len());
-            if self.step % self.config.run.log_every == 0 || self.step == end {
+            if self.step.is_multiple_of(self.config.run.log_every) || self.step == end {
                 let line = window.close(self, batch.sampler_after.epoch);
                 first_loss.get_or_insert(line.loss);
                 last_loss = line.loss;
                 metrics.write(&line)?;
                 progress.update(&line);
             }
-            if self.step % self.config.run.checkpoint_every == 0 || self.step == end {
+            if self.step.is_multiple_of(self.config.run.checkpoint_every) || self.step == end {
                 self.save_checkpoint()?;
             }
         }
