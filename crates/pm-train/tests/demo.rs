@@ -24,8 +24,16 @@ fn the_demo_runs_end_to_end_and_reports_three_models() {
     assert_eq!((report.pack.identities, report.pack.images), (48, 192));
     assert_eq!(report.train.steps, 12);
     let models: Vec<&str> = report.results.iter().map(|r| r.model.as_str()).collect();
-    assert_eq!(models, ["raw pixels", "untrained encoder", "trained encoder"]);
-    assert!(report.results.iter().all(|r| r.pairs == 1200 && r.folds == 10));
+    assert_eq!(
+        models,
+        ["raw pixels", "untrained encoder", "trained encoder"]
+    );
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.pairs == 1200 && r.folds == 10)
+    );
     assert!(out.join("demo.json").is_file());
 
     // A second run replaces an earlier demo.
