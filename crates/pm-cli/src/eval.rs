@@ -53,8 +53,10 @@ pub(crate) struct EvalArgs {
     json: Option<PathBuf>,
 }
 
-/// Default margin of the landmark crop; see docs/results.md for how it was chosen.
+/// Default margin of the landmark crop (CFP); docs/results.md measures the choice.
 const LANDMARK_MARGIN: f32 = 0.35;
+/// Default centre crop when the training set's crop cannot apply (LFW: 125 of 250 px).
+const DEFAULT_CENTER_FRACTION: f32 = 0.5;
 
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let (config, trained) = pm_train::load_encoder(&args.run, args.weights.as_deref())?;
@@ -132,5 +134,18 @@ fn preprocess_for(args: &EvalArgs, config: &pm_train::TrainConfig) -> Result<Pre
         .manifest()
         .preprocess
         .clone();
+    if let Crop::Landmarks { .. } = manifest.crop {
+        // Landmark files exist only for the training set's own images.
+        tracing::info!(
+            fraction = DEFAULT_CENTER_FRACTION,
+            "the training set was cropped on landmarks; using a centre crop for this protocol"
+        );
+        return Ok(Preprocess {
+            crop: Crop::Center {
+                fraction: DEFAULT_CENTER_FRACTION,
+            },
+            size,
+        });
+    }
     Ok(Preprocess { size, ..manifest })
 }

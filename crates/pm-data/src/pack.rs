@@ -221,7 +221,34 @@ fn scan_identities(
             }
         }
     }
+    check_exclusions(root, config, report)?;
     Ok(candidates)
+}
+
+/// An exclusion list that matched no identity folder is almost always the wrong file or column,
+/// and would silently leak test identities into training: it is an error. Partial matches are
+/// reported.
+fn check_exclusions(root: &Path, config: &PackConfig, report: &PackReport) -> Result<()> {
+    if config.exclude.is_empty() {
+        return Ok(());
+    }
+    if report.excluded_identities == 0 {
+        return Err(Error::Config(format!(
+            "none of the {} names to exclude matches an identity folder of {} (wrong file or \
+             column?)",
+            config.exclude.len(),
+            root.display()
+        )));
+    }
+    let unmatched = config.exclude.len() - report.excluded_identities;
+    if unmatched > 0 {
+        tracing::warn!(
+            unmatched,
+            matched = report.excluded_identities,
+            "names to exclude that match no identity folder"
+        );
+    }
+    Ok(())
 }
 
 /// Adds the image files below `dir` to `files`; symlinked folders are not followed.
@@ -236,8 +263,15 @@ fn collect_images(dir: &Path, files: &mut Vec<PathBuf>, report: &mut PackReport)
             collect_images(&path, files, report)?;
         } else if kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             skip(report, &path, "symlinked folder not followed");
-        } else if has_image_extension(&path) {
+        } else if has_image_extension(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file())
+        {
             files.push(path);
+        } else if has_image_extension(&path) {
+            skip(
+                report,
+                &path,
+                "not a regular file (device, pipe or broken link)",
+            );
         } else {
             skip(
                 report,

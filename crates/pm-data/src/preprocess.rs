@@ -176,12 +176,60 @@ fn decode(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
 /// Entropy-coded data escapes every 0xFF byte, so inside a scan FF D9 only occurs as the real
 /// marker; a file cut anywhere inside its last scan lacks it.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(start) => bytes
-            .get(start..)
-            .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9])),
-        None => false,
+    if bytes.get(..2) != Some(&[0xFF, 0xD8][..]) {
+        return false;
+    }
+    // Walk the marker segments from the start; the image is complete when an end-of-image
+    // marker follows the scans (trailing bytes after it do not matter).
+    let mut at = 2usize;
+    loop {
+        let Some(marker) = next_marker(bytes, &mut at) else {
+            return false;
+        };
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let Some(len) = bytes
+                    .get(at..at + 2)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                else {
+                    return false;
+                };
+                if len < 2 {
+                    return false;
+                }
+                at += len;
+                if marker == 0xDA && !skip_entropy_data(bytes, &mut at) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Reads `FF` (fill `FF`s) `marker` at `at`, leaving `at` after the marker byte.
+fn next_marker(bytes: &[u8], at: &mut usize) -> Option<u8> {
+    if bytes.get(*at) != Some(&0xFF) {
+        return None;
+    }
+    while bytes.get(*at) == Some(&0xFF) {
+        *at += 1;
+    }
+    let marker = *bytes.get(*at)?;
+    *at += 1;
+    Some(marker)
+}
+
+/// Skips entropy-coded bytes (with stuffed `FF 00` and restart markers) up to the next marker.
+fn skip_entropy_data(bytes: &[u8], at: &mut usize) -> bool {
+    loop {
+        match (bytes.get(*at), bytes.get(*at + 1)) {
+            (None, _) | (Some(0xFF), None) => return false,
+            (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => *at += 2,
+            (Some(0xFF), Some(_)) => return true,
+            _ => *at += 1,
+        }
     }
 }
 
@@ -253,6 +301,9 @@ fn parse_point(line: &str) -> Option<(f32, f32)> {
     (x.is_finite() && y.is_finite()).then_some((x, y))
 }
 
+/// Smallest landmark box side accepted, in pixels.
+const MIN_LANDMARK_SIDE: f64 = 4.0;
+
 /// The square of side `max(box w, box h) × (1 + 2·margin)` centred on the landmark box.
 fn landmark_square(
     points: &[(f32, f32)],
@@ -275,8 +326,20 @@ fn landmark_square(
         return Err(decode_error(path, reason));
     }
 
-    let side = side.round().max(1.0);
+    if side < MIN_LANDMARK_SIDE {
+        let reason =
+            format!("landmark box of {side:.1} px is too small for a face (points coincide?)");
+        return Err(decode_error(path, reason));
+    }
+    let side = side.round();
     let (cx, cy) = ((x_min + x_max) / 2.0, (y_min + y_max) / 2.0);
+    let inside = (0.0..=f64::from(width)).contains(&cx) && (0.0..=f64::from(height)).contains(&cy);
+    if !inside {
+        let reason = format!(
+            "landmark box centre ({cx:.0}, {cy:.0}) lies outside the {width}x{height} image"
+        );
+        return Err(decode_error(path, reason));
+    }
     Ok(Square {
         x0: (cx - side / 2.0).round() as i64,
         y0: (cy - side / 2.0).round() as i64,
@@ -330,14 +393,21 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_completeness_needs_eoi_after_last_scan() {
-        assert!(jpeg_is_complete(&[
-            0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9
-        ]));
-        assert!(!jpeg_is_complete(&[
-            0xFF, 0xD8, 0xFF, 0xD9, 0xFF, 0xDA, 1, 2
-        ]));
+    fn jpeg_completeness_needs_eoi_after_the_scans() {
+        let scan = [
+            0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF, 0x00, 0xFF, 0xD0, 0x34,
+        ];
+        let complete = [&scan[..], &[0xFF, 0xD9]].concat();
+        assert!(jpeg_is_complete(&complete));
+        assert!(!jpeg_is_complete(&scan), "no end-of-image marker");
+        // Trailing bytes after the end of the image (metadata, a motion-photo video) are fine,
+        // even when they contain a scan marker.
+        let trailing = [&complete[..], &[0xFF, 0xDA, 0x00, 0x08, 1, 2]].concat();
+        assert!(jpeg_is_complete(&trailing));
         assert!(!jpeg_is_complete(&[0xFF, 0xD8]));
+        assert!(!jpeg_is_complete(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 0x01, 0x02, 0xFF, 0xD9
+        ]));
     }
 
     #[test]

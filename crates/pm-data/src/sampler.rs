@@ -132,8 +132,13 @@ impl PkSampler {
                 self.counts.len()
             )));
         }
+        let new_epoch = state.epoch != self.state.epoch;
         self.state = state;
-        self.shuffle_epoch();
+        // The order is a function of (seed, epoch): reshuffle only when the epoch changes, so
+        // that following the prefetcher costs O(1) per step, not O(identities).
+        if new_epoch {
+            self.shuffle_epoch();
+        }
         Ok(())
     }
 
@@ -155,23 +160,29 @@ impl PkSampler {
         picks
     }
 
+    /// K images of `label`: distinct when it has K or more; otherwise each of its images once,
+    /// then repeats, and a repeated image takes the opposite flip of its previous view so that
+    /// two views of one image always differ.
     fn pick_images(&self, label: u32, rng: &mut SplitMix64, picks: &mut Vec<Pick>) {
         let k = self.config.images_per_identity;
-        let count = self.counts[label as usize];
-        let images: Vec<u32> = if count as usize >= k {
-            let mut all: Vec<u32> = (0..count).collect();
-            // Partial Fisher–Yates: the first k of a random permutation.
-            for i in 0..k {
-                let j = i + rng.below((all.len() - i) as u64) as usize;
-                all.swap(i, j);
-            }
-            all.truncate(k);
-            all
-        } else {
-            (0..k).map(|_| rng.below(count as u64) as u32).collect()
-        };
-        for image in images {
-            let flip = rng.unit_f32() < self.config.flip_probability;
+        let count = self.counts[label as usize] as usize;
+        let mut all: Vec<u32> = (0..count as u32).collect();
+        // Partial Fisher–Yates: the first min(k, count) of a random permutation.
+        for i in 0..k.min(count) {
+            let j = i + rng.below((count - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        while all.len() < k {
+            all.push(rng.below(count as u64) as u32);
+        }
+        let first = picks.len();
+        for image in all {
+            let previous = picks[first..].iter().rev().find(|p| p.image == image);
+            let flip = match previous {
+                Some(view) => !view.flip,
+                None => rng.unit_f32() < self.config.flip_probability,
+            };
             picks.push(Pick { label, image, flip });
         }
     }
@@ -209,6 +220,17 @@ mod tests {
         assert_eq!(seen.len(), 16);
         s.next_batch();
         assert_eq!(s.state().epoch, 1);
+    }
+
+    #[test]
+    fn repeated_views_of_one_image_differ_by_their_flip() {
+        let mut s = sampler(2, 2, vec![1, 1, 1]);
+        for _ in 0..5 {
+            for pair in s.next_batch().chunks(2) {
+                assert_eq!(pair[0].image, pair[1].image);
+                assert_ne!(pair[0].flip, pair[1].flip);
+            }
+        }
     }
 
     #[test]

@@ -119,10 +119,15 @@ impl ImageSet {
 
 /// Reads a whole text file.
 fn read_text(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    // Editors on some systems start UTF-8 files with a byte-order mark.
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
 }
 
 /// Non-blank lines of `text` with their 1-based line numbers, trimmed.
@@ -169,13 +174,15 @@ pub fn lfw_pairs(images_root: &Path, pairs_txt: &Path, name: &str) -> Result<Pai
         ));
     };
     let (folds, per_class) = parse_lfw_header(header, pairs_txt, header_line)?;
-    let per_fold = 2 * per_class;
-    let expected = folds
-        .checked_mul(per_fold)
+    let expected = per_class
+        .checked_mul(2)
+        .and_then(|per_fold| folds.checked_mul(per_fold))
         .ok_or_else(|| parse_error(pairs_txt, header_line, "header promises too many pairs"))?;
+    let per_fold = 2 * per_class;
 
     let mut images = ImageSet::default();
-    let mut pairs = Vec::with_capacity(expected);
+    // The header is untrusted: reserve no more than the file could hold.
+    let mut pairs = Vec::with_capacity(expected.min(text.len() / 4));
     let mut last_line = header_line;
     for (line, fields) in lines {
         last_line = line;
@@ -212,11 +219,11 @@ fn parse_lfw_header(header: &str, path: &Path, line: usize) -> Result<(usize, us
     };
     let folds = parse_number(folds, "the number of folds", path, line)?;
     let per_class = parse_number(per_class, "the pairs per class and fold", path, line)?;
-    if folds == 0 || per_class == 0 {
+    if folds < 2 || per_class == 0 {
         return Err(parse_error(
             path,
             line,
-            "header `folds n` must have both positive",
+            format!("header `folds n` needs folds >= 2 and n >= 1, found `{header}`"),
         ));
     }
     Ok((folds, per_class))

@@ -450,13 +450,27 @@ fn lfw_wrong_counts_are_parse_errors() {
     // Too few lines: the error points at the last line read.
     assert_lfw_parse_error("2 1\nAlice 1 2\nAlice 1 Bob 1\nBob 1 2\n", 4);
     // Too many: the first extra line.
-    assert_lfw_parse_error("1 1\nAlice 1 2\nAlice 1 Bob 1\nBob 1 2\n", 4);
+    assert_lfw_parse_error(
+        "2 1\nAlice 1 2\nAlice 1 Bob 1\nBob 1 2\nCarol 1 Bob 1\nBob 1 2\n",
+        6,
+    );
     // A different-person line where a same-person line belongs, and the reverse.
-    assert_lfw_parse_error("1 1\nAlice 1 Bob 1\nAlice 1 Bob 1\n", 2);
-    assert_lfw_parse_error("1 1\nAlice 1 2\nBob 1 2\n", 3);
+    assert_lfw_parse_error(
+        "2 1\nAlice 1 Bob 1\nAlice 1 Bob 1\nBob 1 2\nCarol 1 Alice 2\n",
+        2,
+    );
+    assert_lfw_parse_error("2 1\nAlice 1 2\nBob 1 2\nBob 1 2\nCarol 1 Alice 2\n", 3);
     // Not a number.
-    assert_lfw_parse_error("1 1\nAlice one 2\nAlice 1 Bob 1\n", 2);
-    assert_lfw_parse_error("1 1\nAlice 1 2\nAlice 1 Bob -1\n", 3);
+    assert_lfw_parse_error(
+        "2 1\nAlice one 2\nAlice 1 Bob 1\nBob 1 2\nCarol 1 Alice 2\n",
+        2,
+    );
+    assert_lfw_parse_error(
+        "2 1\nAlice 1 2\nAlice 1 Bob -1\nBob 1 2\nCarol 1 Alice 2\n",
+        3,
+    );
+    // One fold cannot choose a threshold on the others.
+    assert_lfw_parse_error("1 1\nAlice 1 2\nAlice 1 Bob 1\n", 1);
 }
 
 #[test]

@@ -220,7 +220,7 @@ impl PrototypeMemory {
         let mut stats = UpdateStats::default();
         let written: HashSet<u64> = identities.iter().copied().collect();
         for (identity, row) in identities.iter().zip(rows.chunks_exact(self.config.dim)) {
-            let slot = self.slot_for(*identity, &mut stats)?;
+            let slot = self.slot_for(*identity, &written, &mut stats)?;
             self.write(slot, *identity, row, step);
         }
         stats.expired = self.expire(step, &written);
@@ -252,8 +252,14 @@ impl PrototypeMemory {
         Ok(())
     }
 
-    /// The slot `identity` is written to: its own, a free one, or an evicted one.
-    fn slot_for(&mut self, identity: u64, stats: &mut UpdateStats) -> Result<usize> {
+    /// The slot `identity` is written to: its own, a free one, or an evicted one — never the
+    /// slot of another identity of the same update.
+    fn slot_for(
+        &mut self,
+        identity: u64,
+        written: &HashSet<u64>,
+        stats: &mut UpdateStats,
+    ) -> Result<usize> {
         if let Some(slot) = self.slot_of(identity) {
             stats.refreshed += 1;
             return Ok(slot);
@@ -264,9 +270,10 @@ impl PrototypeMemory {
         }
         let (_, slot) = self
             .queue
-            .first()
+            .iter()
+            .find(|&&(_, slot)| !written.contains(&(self.identity[slot] as u64)))
             .copied()
-            .ok_or_else(|| Error::Invalid("full memory with an empty queue".into()))?;
+            .ok_or_else(|| Error::Invalid("no slot left to evict in a full memory".into()))?;
         self.clear(slot);
         self.free.remove(&slot);
         stats.evicted += 1;

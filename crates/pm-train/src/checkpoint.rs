@@ -4,7 +4,8 @@
 //! - `model.safetensors`: the encoder's variables, BatchNorm running statistics included;
 //! - `state.safetensors`: the prototype memory (`memory.*`) and the momentum buffers
 //!   (`optim.*`);
-//! - `trainer.json`: the step, the sampler's position and the non-finite streak.
+//! - `trainer.json`: the step, the sampler's position and the non-finite streak;
+//! - `config.toml`: the configuration that wrote it (a resume under another one is refused).
 //!
 //! A checkpoint is written into `step-NNNNNNNN.tmp` and renamed when complete, so a crash
 //! never leaves a directory that [`latest_checkpoint`] would pick.
@@ -44,6 +45,7 @@ pub(crate) fn save(
     varmap: &candle_nn::VarMap,
     state: &HashMap<String, Tensor>,
     checkpoint: &Checkpoint,
+    config_toml: &str,
 ) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
@@ -56,6 +58,8 @@ pub(crate) fn save(
         path: tmp.clone(),
         what: e.to_string(),
     })?;
+    std::fs::write(tmp.join("config.toml"), config_toml)
+        .map_err(|e| Error::io(tmp.join("config.toml"), e))?;
     std::fs::write(tmp.join(TRAINER), json).map_err(|e| Error::io(tmp.join(TRAINER), e))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -151,6 +151,13 @@ pub struct RunSection {
     pub log_every: u64,
 }
 
+/// Largest memory accepted (capacity × dim floats): 16 GiB of rows.
+const MAX_MEMORY_FLOATS: usize = 1 << 32;
+/// Largest batch accepted, in images.
+const MAX_BATCH: usize = 1 << 16;
+/// Most batches decoded ahead.
+const MAX_PREFETCH: usize = 64;
+
 fn default_p() -> usize {
     32
 }
@@ -248,6 +255,42 @@ impl TrainConfig {
         }
         if self.run.checkpoint_every == 0 {
             return fail("run.checkpoint_every must be positive".into());
+        }
+        self.validate_ranges().or_else(fail)
+    }
+
+    /// Bounds that keep a mistyped number from allocating terabytes or training on NaN.
+    fn validate_ranges(&self) -> std::result::Result<(), String> {
+        let (o, d) = (&self.optim, &self.data);
+        let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !unit(o.momentum) || !unit(o.final_lr_fraction) || !unit(f64::from(d.flip_probability)) {
+            return Err(
+                "optim.momentum, optim.final_lr_fraction and data.flip_probability must \
+                        be in [0, 1]"
+                    .into(),
+            );
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(format!(
+                "optim.weight_decay must be >= 0, got {}",
+                o.weight_decay
+            ));
+        }
+        let floats = self
+            .memory
+            .capacity
+            .saturating_mul(self.model.embedding_dim);
+        if floats > MAX_MEMORY_FLOATS {
+            return Err(format!(
+                "memory.capacity x model.embedding_dim = {floats} floats exceeds {MAX_MEMORY_FLOATS}"
+            ));
+        }
+        let batch = d.identities_per_batch.saturating_mul(d.images_per_identity);
+        if batch > MAX_BATCH || d.prefetch > MAX_PREFETCH {
+            return Err(format!(
+                "batch of {batch} images (max {MAX_BATCH}) or prefetch {} (max {MAX_PREFETCH}) too large",
+                d.prefetch
+            ));
         }
         Ok(())
     }

@@ -128,6 +128,8 @@ impl Trainer {
         };
         if resume {
             trainer.resume()?;
+        } else {
+            refuse_existing_run(&trainer.config.run.dir)?;
         }
         trainer.write_resolved_config()?;
         Ok(trainer)
@@ -146,8 +148,9 @@ impl Trainer {
     fn resume(&mut self) -> Result<()> {
         let Some(dir) = checkpoint::latest_checkpoint(&self.config.run.dir)? else {
             tracing::warn!(run = %self.config.run.dir.display(), "no checkpoint to resume; starting fresh");
-            return Ok(());
+            return truncate_metrics(&self.config.run.dir.join("metrics.jsonl"), 0);
         };
+        check_same_run(&self.config, &dir)?;
         let loaded = checkpoint::load(&dir, &mut self.varmap)?;
         self.memory = PrototypeMemory::from_tensors(self.config.memory_config(), &loaded.state)
             .map_err(|e| Error::Checkpoint {
@@ -338,7 +341,8 @@ impl Trainer {
             nonfinite_in_row: self.nonfinite_in_row,
         };
         let dir = checkpoint::checkpoint_dir(&self.config.run.dir, self.step);
-        checkpoint::save(&dir, &self.varmap, &state, &checkpoint)
+        let config = self.config.to_toml()?;
+        checkpoint::save(&dir, &self.varmap, &state, &checkpoint, &config)
     }
 
     fn save_final(&self) -> Result<()> {
@@ -508,6 +512,61 @@ pub fn load_encoder(run_dir: &Path, weights: Option<&Path>) -> Result<(TrainConf
         what: e.to_string(),
     })?;
     Ok((config, encoder))
+}
+
+/// A fresh run must not mix its checkpoints and metrics with an earlier run's.
+fn refuse_existing_run(run_dir: &Path) -> Result<()> {
+    let metrics = run_dir.join("metrics.jsonl");
+    if checkpoint::latest_checkpoint(run_dir)?.is_some() || metrics.exists() {
+        return Err(Error::Config {
+            path: run_dir.to_path_buf(),
+            what: "the run directory already holds a run: continue it with --resume, or choose \
+                   another run.dir"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// A checkpoint resumes only the run that wrote it: everything but the step budget and the
+/// output cadence must match the configuration written with it.
+fn check_same_run(config: &TrainConfig, checkpoint_dir: &Path) -> Result<()> {
+    let saved_path = checkpoint_dir.join("config.toml");
+    let saved = TrainConfig::from_file(&saved_path)?;
+    let comparable = |c: &TrainConfig| {
+        let mut c = c.clone();
+        c.optim.steps = 0;
+        c.data.prefetch = 0;
+        c.run.checkpoint_every = 1;
+        c.run.log_every = 1;
+        c
+    };
+    let (a, b) = (comparable(config), comparable(&saved));
+    let differs = [
+        ("data", a.data != b.data),
+        ("model", a.model != b.model),
+        ("memory", a.memory != b.memory),
+        ("loss", a.loss != b.loss),
+        ("optim", a.optim != b.optim),
+        ("run", a.run != b.run),
+    ];
+    let sections: Vec<&str> = differs
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(n, _)| *n)
+        .collect();
+    if sections.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Checkpoint {
+        path: checkpoint_dir.to_path_buf(),
+        what: format!(
+            "written by a different configuration ([{}] differ from {}); only optim.steps, \
+             data.prefetch and the run cadence may change on resume",
+            sections.join("], ["),
+            saved_path.display()
+        ),
+    })
 }
 
 /// Drops metric lines past `step` (left by an interrupted run that is being resumed).

@@ -183,3 +183,29 @@ fn a_missing_dataset_is_an_error_naming_the_path() {
         .expect("missing dataset must fail");
     assert!(err.to_string().contains("no-such-dataset"), "{err}");
 }
+
+#[test]
+fn a_fresh_run_refuses_a_used_run_dir_and_resume_refuses_another_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 12, 2);
+    let run = dir.path().join("run");
+    Trainer::new(config(&data, &run, 5, 16), false)
+        .unwrap()
+        .run(&mut NoProgress, None)
+        .unwrap();
+
+    let err = Trainer::new(config(&data, &run, 5, 16), false)
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("--resume"), "{err}");
+
+    let mut other = config(&data, &run, 10, 16);
+    other.optim.lr = 0.5;
+    let err = Trainer::new(other, true).err().expect("must refuse");
+    assert!(err.to_string().contains("[optim]"), "{err}");
+
+    // A longer budget is fine: the run continues.
+    let mut longer = Trainer::new(config(&data, &run, 8, 16), true).unwrap();
+    assert_eq!(longer.step(), 5);
+    assert_eq!(longer.run(&mut NoProgress, None).unwrap().steps, 8);
+}
