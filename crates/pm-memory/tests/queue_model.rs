@@ -24,10 +24,11 @@ impl Model {
         }
         if let Some(max_age) = self.max_age {
             for slot in &mut self.slots {
-                if let Some((id, write, _)) = *slot {
-                    if step - write > max_age && !ids.contains(&id) {
-                        *slot = None;
-                    }
+                if let Some((id, write, _)) = *slot
+                    && step - write > max_age
+                    && !ids.contains(&id)
+                {
+                    *slot = None;
                 }
             }
         }
