@@ -158,6 +158,16 @@ impl Encoder {
     }
 }
 
+impl EncoderConfig {
+    /// Checks that the configuration builds an encoder.
+    ///
+    /// # Errors
+    /// [`Error::Config`] as for [`Encoder::new`].
+    pub fn validate(&self) -> Result<()> {
+        check(self).map(|_| ())
+    }
+}
+
 fn check(config: &EncoderConfig) -> Result<usize> {
     let stages = config.widths.len().saturating_sub(1);
     let stride = config.stem_stride;

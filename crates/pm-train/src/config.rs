@@ -256,6 +256,12 @@ impl TrainConfig {
         if self.run.checkpoint_every == 0 {
             return fail("run.checkpoint_every must be positive".into());
         }
+        if let Err(e) = pm_loss::MarginLoss::new(self.loss.clone()) {
+            return fail(format!("[loss]: {e}"));
+        }
+        if let Err(e) = self.model.validate() {
+            return fail(format!("[model]: {e}"));
+        }
         self.validate_ranges().or_else(fail)
     }
 
@@ -321,6 +327,28 @@ mod tests {
             msg.contains("typo.toml") && msg.contains("warmup_step"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn bad_loss_model_and_ranges_name_the_section() {
+        let cases = [
+            (
+                "[loss]\nkind = \"arc_face\"\nscale = 64.0\nmargin = 2.0\n",
+                "[loss]",
+            ),
+            (
+                "[model]\ninput_size = 30\nwidths = [8, 16]\nblocks_per_stage = 1\nembedding_dim = 8\n",
+                "[model]",
+            ),
+            ("[memory]\ncapacity = 1000000000000\n", "memory.capacity"),
+        ];
+        for (extra, expected) in cases {
+            let text = format!("{MINIMAL}{extra}");
+            let err = TrainConfig::from_toml(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let text = MINIMAL.replace("[run]", "flip_probability = nan\n[run]");
+        assert!(TrainConfig::from_toml(&text, Path::new("c.toml")).is_err());
     }
 
     #[test]

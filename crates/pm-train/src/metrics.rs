@@ -15,7 +15,8 @@ pub struct StepMetrics {
     pub step: u64,
     /// Sampler epoch.
     pub epoch: u64,
-    /// Mean loss over the window.
+    /// Mean loss over the window; NaN (`null` in the file) when every step was skipped.
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     /// Fraction of images whose highest logit (before the margin) is their own class.
     pub batch_accuracy: f64,
@@ -39,6 +40,10 @@ pub struct StepMetrics {
     pub evicted: usize,
     /// Steps skipped for a non-finite loss over the window.
     pub skipped_steps: usize,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Appends metric lines to a file.

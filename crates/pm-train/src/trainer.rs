@@ -403,7 +403,12 @@ impl Window {
         let line = StepMetrics {
             step: trainer.step,
             epoch,
-            loss: self.losses.iter().sum::<f64>() / trained,
+            // NaN (written as null) when every step of the window was skipped.
+            loss: if self.losses.is_empty() {
+                f64::NAN
+            } else {
+                self.losses.iter().sum::<f64>() / trained
+            },
             batch_accuracy: self.correct as f64 / self.images.max(1) as f64,
             lr: trainer.learning_rate(trainer.step.saturating_sub(1)),
             images_per_second: self.images as f64 / seconds,
