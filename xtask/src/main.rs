@@ -96,6 +96,7 @@ struct SynthArgs {
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let result = match Cli::parse().task {
@@ -103,7 +104,18 @@ fn main() {
         Task::Synth(args) => synth(&args),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        // Causes whose text the error already shows are not repeated.
+        let mut text = String::new();
+        for cause in err.chain().map(ToString::to_string) {
+            if !text.contains(&cause) {
+                text = if text.is_empty() {
+                    cause
+                } else {
+                    format!("{text}: {cause}")
+                };
+            }
+        }
+        eprintln!("error: {text}");
         std::process::exit(1);
     }
 }
@@ -134,7 +146,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     };
     config.preprocess.validate()?;
     let report = pm_data::pack_folder(&args.input, &args.output, &config)
-        .with_context(|| format!("packing {}", args.input.display()))?;
+        .with_context(|| format!("packing --input {}", args.input.display()))?;
     println!(
         "packed {} identities, {} images into {} shard(s) at {}",
         report.identities,

@@ -12,6 +12,8 @@ mod progress;
 
 use std::path::PathBuf;
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pm_train::demo::{DemoConfig, run_demo};
@@ -49,11 +51,11 @@ enum Command {
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
         /// Training steps.
-        #[arg(long)]
-        steps: Option<u64>,
+        #[arg(long, default_value_t = DemoConfig::default().steps)]
+        steps: u64,
         /// Synthetic training identities.
-        #[arg(long)]
-        identities: Option<u64>,
+        #[arg(long, default_value_t = DemoConfig::default().train_identities)]
+        identities: u64,
         /// Seed of the whole demo.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -63,9 +65,24 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_chain(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, skipping a cause whose text its parent already shows.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -93,22 +110,22 @@ fn train(config_path: &std::path::Path, resume: bool, max_steps: Option<u64>) ->
     std::fs::create_dir_all(&config.run.dir)
         .with_context(|| format!("creating {}", config.run.dir.display()))?;
     init_logging(Some(config.run.dir.join("train.log")))?;
-    tracing::info!(config = %config_path.display(), run = %config.run.dir.display(), "resolved configuration written to the run directory");
+    let run_dir = config.run.dir.clone();
     let mut trainer = Trainer::new(config, resume)?;
+    tracing::info!(config = %config_path.display(), run = %run_dir.display(), "resolved configuration written to the run directory");
     let summary = trainer.run(&mut progress::Bar::new("train"), max_steps)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }
 
-fn demo(out: PathBuf, steps: Option<u64>, identities: Option<u64>, seed: u64) -> Result<()> {
+fn demo(out: PathBuf, steps: u64, identities: u64, seed: u64) -> Result<()> {
     init_logging(None)?;
-    let defaults = DemoConfig::default();
     let config = DemoConfig {
         out,
-        steps: steps.unwrap_or(defaults.steps),
-        train_identities: identities.unwrap_or(defaults.train_identities),
+        steps,
+        train_identities: identities,
         seed,
-        ..defaults
+        ..DemoConfig::default()
     };
     let report = run_demo(&config, &mut progress::Bar::new("demo"))?;
     println!(
@@ -134,6 +151,7 @@ fn init_logging(file: Option<PathBuf>) -> Result<()> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(filter());
     let file_layer = match file {

@@ -47,7 +47,13 @@ fn a_missing_config_and_a_missing_dataset_are_named() {
     );
     std::fs::write(&config, text).unwrap();
     let out = pm(&["train", "--config", config.to_str().unwrap()]);
-    assert_clean_failure(&out, &["/nonexistent/data"]);
+    assert_clean_failure(&out, &["/nonexistent/data", "cargo xtask pack"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("(os error 2)").count(),
+        1,
+        "cause repeated: {stderr}"
+    );
 }
 
 #[test]

@@ -102,7 +102,13 @@ impl Trainer {
     /// checkpoint that does not match the configuration.
     pub fn new(config: TrainConfig, resume: bool) -> Result<Self> {
         let device = Device::Cpu;
-        let dataset = Arc::new(Dataset::open(&config.data.dataset)?);
+        let dataset = Dataset::open(&config.data.dataset).map_err(|e| Error::Config {
+            path: config.data.dataset.clone(),
+            what: format!(
+                "cannot open the packed dataset ({e}); pack it first with `cargo xtask pack`"
+            ),
+        })?;
+        let dataset = Arc::new(dataset);
         check_dataset(&config, &dataset)?;
         std::fs::create_dir_all(&config.run.dir).map_err(|e| Error::io(&config.run.dir, e))?;
         let (varmap, encoder) = build_encoder(&config.model, &device, Some(config.run.seed))?;
