@@ -15,10 +15,12 @@
 //! it alone.
 
 mod error;
+mod gather;
 mod memory;
 mod prototype;
 
 pub use error::{Error, Result};
+pub use gather::WorkerUpdate;
 pub use memory::{Classifier, Eviction, MemoryConfig, PrototypeMemory, UpdateStats};
 pub use prototype::{
     ExemplarWeights, PrototypeConfig, PrototypeGrad, PrototypeSource, leave_one_out,

@@ -236,3 +236,87 @@ fn leave_one_out_excludes_the_image_itself() {
     assert!((loo[3][0] - h).abs() < 1e-6, "{loo:?}");
     assert!(pm_memory::leave_one_out(&x, 1, &PrototypeConfig::default()).is_err());
 }
+
+/// Two simulated data-parallel workers receive the all-gathered updates in different arrival
+/// orders, sometimes with an identity drawn by both; their memories stay identical.
+#[test]
+fn two_workers_applying_gathered_updates_keep_identical_memories() {
+    use pm_memory::WorkerUpdate;
+
+    let config = MemoryConfig {
+        capacity: 16,
+        dim: 3,
+        eviction: Eviction::LeastRecentlyUsed,
+        max_age: Some(9),
+    };
+    let mut a = PrototypeMemory::new(config.clone()).unwrap();
+    let mut b = PrototypeMemory::new(config).unwrap();
+    let mut state = 11u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        state >> 33
+    };
+    for step in 1..=300u64 {
+        let gathered: Vec<WorkerUpdate> = (0..2)
+            .map(|rank| {
+                let mut identities: Vec<u64> = (0..3).map(|_| next() % 40).collect();
+                identities.sort_unstable();
+                identities.dedup();
+                let rows = identities
+                    .iter()
+                    .flat_map(|_| [0, 1, 2].map(|_| (next() % 100) as f32 / 50.0 - 1.0))
+                    .collect();
+                WorkerUpdate {
+                    rank,
+                    identities,
+                    rows,
+                }
+            })
+            .collect();
+        let reversed: Vec<WorkerUpdate> = gathered.iter().rev().cloned().collect();
+        a.update_gathered(&gathered, step).unwrap();
+        b.update_gathered(&reversed, step).unwrap();
+        let used = [(next() % 16) as usize];
+        a.mark_used(&used, step);
+        b.mark_used(&used, step);
+    }
+    let (ta, tb) = (a.to_tensors().unwrap(), b.to_tensors().unwrap());
+    for (name, t) in &ta {
+        let x = t
+            .flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap();
+        let y = tb[name]
+            .flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap();
+        assert_eq!(
+            x.to_vec1::<f64>().unwrap(),
+            y.to_vec1::<f64>().unwrap(),
+            "{name}"
+        );
+    }
+    assert!(a.len() > 8, "the memory should be in use: {}", a.len());
+
+    // Two updates claiming the same rank cannot be ordered deterministically.
+    let dup = vec![
+        WorkerUpdate {
+            rank: 0,
+            identities: vec![1],
+            rows: vec![1.0, 0.0, 0.0],
+        },
+        WorkerUpdate {
+            rank: 0,
+            identities: vec![2],
+            rows: vec![0.0, 1.0, 0.0],
+        },
+    ];
+    assert!(
+        a.update_gathered(&dup, 301).is_err(),
+        "a repeated rank is refused"
+    );
+}
