@@ -264,14 +264,14 @@ impl Trainer {
             .step(&grads, self.learning_rate(self.step - 1))?;
 
         // Memory update with the detached prototypes, after the optimiser step.
-        let hardest = hardest_negatives(&cosines, &targets)?;
-        let used: Vec<usize> = hardest
-            .iter()
-            .filter_map(|&col| col.checked_sub(classifier.n_fresh))
-            .filter_map(|i| classifier.other_slots.get(i).copied())
-            .collect();
         let ages = self.memory.ages(&classifier.other_slots, self.step);
         if self.config.memory.eviction == Eviction::LeastRecentlyUsed {
+            // Only this policy needs the hardest negatives: a B×C scan on the host.
+            let used: Vec<usize> = hardest_negatives(&cosines, &targets)?
+                .iter()
+                .filter_map(|&col| col.checked_sub(classifier.n_fresh))
+                .filter_map(|i| classifier.other_slots.get(i).copied())
+                .collect();
             self.memory.mark_used(&used, self.step);
         }
         let rows = fresh.detach().flatten_all()?.to_vec1::<f32>()?;
