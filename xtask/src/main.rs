@@ -1,5 +1,7 @@
 //! Workspace tasks, reached as `cargo xtask <task>`:
-//! - `pack`: a folder tree `<root>/<identity>/<image>` into memory-mapped shards;
+//! - `pack`: a folder tree `<root>/<identity>/<image>`, a list file or an insightface RecordIO
+//!   set into memory-mapped shards (new, or appended to an existing dataset);
+//! - `verify`: check every record of a packed dataset and print per-shard statistics;
 //! - `synth`: render synthetic identities into that folder layout, with an LFW-style pairs file.
 //!
 //! Arguments are parsed here; the work is done by `pm-data`.
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use pm_data::{Crop, PackConfig, Preprocess, SynthConfig};
+use pm_data::{Crop, PackConfig, Preprocess, Storage, SynthConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "Dataset packing and other workspace tasks")]
@@ -24,20 +26,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Pack `<input>/<identity>/**/<image>` into a shard dataset at `<output>`.
+    /// Pack a folder tree, a list file or a RecordIO set into a shard dataset at `<output>`.
     Pack(PackArgs),
+    /// Check every record of a packed dataset; print per-shard statistics.
+    Verify(VerifyArgs),
     /// Render synthetic identities as `<output>/<name>/<name>_NNNN.jpg`.
     Synth(SynthArgs),
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "list", "recordio"])))]
 struct PackArgs {
     /// Root folder: one sub-folder per identity.
     #[arg(long)]
-    input: PathBuf,
-    /// Output dataset directory (must not exist or be empty).
+    input: Option<PathBuf>,
+    /// List file: `path label` per line (paths may hold spaces), or an im2rec `.lst`.
+    #[arg(long)]
+    list: Option<PathBuf>,
+    /// insightface/MXNet RecordIO set: a folder with train.rec, train.idx and property, or the
+    /// .rec file. Images are stored at --size if given, else at the size in `property`.
+    #[arg(long)]
+    recordio: Option<PathBuf>,
+    /// Output dataset directory (must not exist or be empty, unless --append).
     #[arg(long)]
     output: PathBuf,
+    /// Add the new identities to the dataset at --output.
+    #[arg(long)]
+    append: bool,
+    /// `raw` pixels (fastest to read) or `encoded` images (JPEG as it came from RecordIO,
+    /// re-encoded crops otherwise; smallest).
+    #[arg(long, value_enum, default_value_t = StorageArg::Raw)]
+    storage: StorageArg,
     /// File of identity names to leave out (one per line, or a TSV column with --exclude-column).
     #[arg(long)]
     exclude: Option<PathBuf>,
@@ -47,9 +66,9 @@ struct PackArgs {
     /// Identities with fewer decodable images are left out.
     #[arg(long, default_value_t = 2)]
     min_images: usize,
-    /// Output side in pixels (the model's input size).
-    #[arg(long, default_value_t = 64)]
-    size: u32,
+    /// Output side in pixels (the model's input size) [default: 64; RecordIO: its own size].
+    #[arg(long)]
+    size: Option<u32>,
     /// Centre square crop, as a fraction of the shorter side.
     #[arg(long, default_value_t = 0.5)]
     crop_fraction: f32,
@@ -63,6 +82,21 @@ struct PackArgs {
     /// Images per shard file (an identity never spans two shards).
     #[arg(long, default_value_t = 200_000)]
     max_images_per_shard: usize,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StorageArg {
+    Raw,
+    Encoded,
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// Packed dataset folder.
+    dataset: PathBuf,
+    /// Skip the test decode of encoded images (checksums only).
+    #[arg(long)]
+    no_decode: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +135,7 @@ fn main() {
         .init();
     let result = match Cli::parse().task {
         Task::Pack(args) => pack(&args),
+        Task::Verify(args) => verify(&args),
         Task::Synth(args) => synth(&args),
     };
     if let Err(err) = result {
@@ -125,13 +160,14 @@ fn pack(args: &PackArgs) -> Result<()> {
         Some(path) => pm_data::read_name_list(path, args.exclude_column.as_deref())?,
         None => Default::default(),
     };
-    let crop = match &args.landmarks {
-        Some(fiducials) => Crop::Landmarks {
-            images_root: args.input.clone(),
+    let crop = match (&args.landmarks, &args.input) {
+        (Some(fiducials), Some(input)) => Crop::Landmarks {
+            images_root: input.clone(),
             fiducials_root: fiducials.clone(),
             margin: args.landmark_margin,
         },
-        None => Crop::Center {
+        (Some(_), None) => bail!("--landmarks needs --input (a folder mirrored by the fiducials)"),
+        (None, _) => Crop::Center {
             fraction: args.crop_fraction,
         },
     };
@@ -140,16 +176,39 @@ fn pack(args: &PackArgs) -> Result<()> {
         min_images: args.min_images,
         preprocess: Preprocess {
             crop,
-            size: args.size,
+            size: args.size.unwrap_or(64),
         },
         max_images_per_shard: args.max_images_per_shard,
+        storage: match args.storage {
+            StorageArg::Raw => Storage::Raw,
+            StorageArg::Encoded => Storage::Encoded,
+        },
+        append: args.append,
     };
     config.preprocess.validate()?;
-    let report = pm_data::pack_folder(&args.input, &args.output, &config)
-        .with_context(|| format!("packing --input {}", args.input.display()))?;
+    let (report, source) = match (&args.input, &args.list, &args.recordio) {
+        (Some(input), _, _) => (pm_data::pack_folder(input, &args.output, &config), input),
+        (_, Some(list), _) => (pm_data::pack_list(list, &args.output, &config), list),
+        (_, _, Some(rec)) => (
+            pm_data::pack_recordio(rec, &args.output, &config, args.size),
+            rec,
+        ),
+        _ => bail!("give one of --input, --list or --recordio"),
+    };
+    let report = report.with_context(|| format!("packing {}", source.display()))?;
+    print_report(&report, args);
+    Ok(())
+}
+
+fn print_report(report: &pm_data::PackReport, args: &PackArgs) {
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    let first = report.first_label;
     println!(
-        "packed {} identities, {} images into {} shard(s) at {}",
+        "packed {} identities (labels {first}..{}), {} images into {} shard(s) at {}",
         report.identities,
+        first + report.identities,
         report.images,
         report.shards,
         args.output.display()
@@ -158,9 +217,25 @@ fn pack(args: &PackArgs) -> Result<()> {
         "left out: {} excluded identities, {} identities with fewer than {} images",
         report.excluded_identities, report.too_few_images, args.min_images
     );
-    println!("skipped files: {}", report.skipped.len());
+    println!("skipped: {}", report.skipped.len());
     for skipped in &report.skipped {
-        println!("  {}: {}", skipped.path.display(), skipped.reason);
+        match skipped.record {
+            Some(key) => println!(
+                "  {} record {key}: {}",
+                skipped.path.display(),
+                skipped.reason
+            ),
+            None => println!("  {}: {}", skipped.path.display(), skipped.reason),
+        }
+    }
+}
+
+fn verify(args: &VerifyArgs) -> Result<()> {
+    let report = pm_data::verify_dataset(&args.dataset, !args.no_decode)
+        .with_context(|| format!("verifying {}", args.dataset.display()))?;
+    println!("{report}");
+    if !report.is_clean() {
+        bail!("{}: damaged records found", args.dataset.display());
     }
     Ok(())
 }

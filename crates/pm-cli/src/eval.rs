@@ -134,6 +134,13 @@ fn preprocess_for(args: &EvalArgs, config: &pm_train::TrainConfig) -> Result<Pre
         .manifest()
         .preprocess
         .clone();
+    let Some(manifest) = manifest else {
+        // Stored as they came (an aligned RecordIO set): test images get the whole frame.
+        return Ok(Preprocess {
+            crop: Crop::Center { fraction: 1.0 },
+            size,
+        });
+    };
     if let Crop::Landmarks { .. } = manifest.crop {
         // Landmark files exist only for the training set's own images.
         tracing::info!(

@@ -45,6 +45,17 @@ enum Command {
     },
     /// Verify a trained run on a protocol (LFW pairs, CFP-FF, CFP-FP).
     Eval(eval::EvalArgs),
+    /// Check every record of a packed dataset and print per-shard statistics.
+    Inspect {
+        /// Packed dataset folder (made by `cargo xtask pack`).
+        dataset: PathBuf,
+        /// Checksums only: skip the test decode of encoded images.
+        #[arg(long)]
+        no_decode: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Render synthetic faces, train on some, verify on held-out ones: no download needed.
     Demo {
         /// Output directory (replaced if it holds an earlier demo).
@@ -96,6 +107,11 @@ fn run(cli: Cli) -> Result<()> {
             init_logging(None)?;
             eval::run(&args)
         }
+        Command::Inspect {
+            dataset,
+            no_decode,
+            json,
+        } => inspect(&dataset, no_decode, json),
         Command::Demo {
             out,
             steps,
@@ -115,6 +131,20 @@ fn train(config_path: &std::path::Path, resume: bool, max_steps: Option<u64>) ->
     tracing::info!(config = %config_path.display(), run = %run_dir.display(), "resolved configuration written to the run directory");
     let summary = trainer.run(&mut progress::Bar::new("train"), max_steps)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn inspect(dataset: &std::path::Path, no_decode: bool, json: bool) -> Result<()> {
+    init_logging(None)?;
+    let report = pm_data::verify_dataset(dataset, !no_decode)
+        .with_context(|| format!("inspecting {}", dataset.display()))?;
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&report)?),
+        false => println!("{report}"),
+    }
+    if !report.is_clean() {
+        anyhow::bail!("{}: damaged records found", dataset.display());
+    }
     Ok(())
 }
 

@@ -130,6 +130,8 @@ fn pack_train_and_verify_on_real_faces() {
             size: 32,
         },
         max_images_per_shard: 100,
+        storage: pm_data::Storage::Raw,
+        append: false,
     };
     let report = pm_data::pack_folder(&dir.path().join("train"), &dataset, &pack).unwrap();
     assert_eq!((report.identities, report.images), (40, linked));

@@ -151,7 +151,7 @@ impl Preprocess {
 
 /// Decodes image bytes of any supported format (sniffed from the content) to a
 /// [`DynamicImage`]; a truncated JPEG is rejected even though the decoder would pad it.
-fn decode(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
+pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_error(path, e.to_string()))?;

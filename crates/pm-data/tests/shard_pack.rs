@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba};
 use pm_data::{
     Crop, Dataset, Error, IdentityRecords, PackConfig, Preprocess, SHARD_VERSION, Shard,
-    ShardWriter, pack_folder,
+    ShardWriter, Storage, pack_folder,
 };
 use proptest::prelude::*;
 
-/// Length of the version-1 shard header.
+/// Length of the shard header.
 const HEADER_LEN: usize = 80;
 
 /// Deterministic filler bytes (xorshift), so a failing case can be replayed from its seed.
@@ -33,7 +33,7 @@ fn filler(seed: u64, len: usize) -> Vec<u8> {
 /// Writes a shard holding `records` (label, pixels) and returns its path.
 fn write_shard(dir: &Path, h: u32, w: u32, records: &[(u32, Vec<u8>)]) -> PathBuf {
     let path = dir.join("test.pms");
-    let mut writer = ShardWriter::create(&path, h, w).unwrap();
+    let mut writer = ShardWriter::create(&path, h, w, Storage::Raw).unwrap();
     for (label, pixels) in records {
         writer.push(*label, pixels).unwrap();
     }
@@ -88,18 +88,18 @@ proptest! {
         prop_assert_eq!(shard.image_size(), (h, w));
         for (i, (label, pixels)) in (0u64..).zip(&records) {
             prop_assert_eq!(shard.label(i).unwrap(), *label);
-            prop_assert_eq!(shard.pixels(i).unwrap(), pixels.as_slice());
+            prop_assert_eq!(shard.record(i).unwrap(), pixels.as_slice());
         }
 
-        let mut expected: Vec<(u32, std::ops::Range<u64>)> = Vec::new();
+        let mut expected: Vec<(u32, u64, u32)> = Vec::new();
         for (i, (label, _)) in (0u64..).zip(&records) {
             match expected.last_mut() {
-                Some((l, range)) if l == label => range.end = i + 1,
-                _ => expected.push((*label, i..i + 1)),
+                Some((l, _, count)) if l == label => *count += 1,
+                _ => expected.push((*label, i, 1)),
             }
         }
-        prop_assert_eq!(shard.identities(), expected);
-        prop_assert!(shard.pixels(records.len() as u64).is_err());
+        prop_assert_eq!(shard.identities().collect::<Vec<_>>(), expected);
+        prop_assert!(shard.record(records.len() as u64).is_err());
     }
 }
 
@@ -119,7 +119,7 @@ fn finished_writer_leaves_no_temporary_and_dropped_writer_leaves_nothing() {
     assert!(!dir.path().join("test.pms.tmp").exists());
 
     let abandoned = dir.path().join("abandoned.pms");
-    let mut writer = ShardWriter::create(&abandoned, 1, 1).unwrap();
+    let mut writer = ShardWriter::create(&abandoned, 1, 1, Storage::Raw).unwrap();
     writer.push(0, &[1, 2, 3]).unwrap();
     assert!(dir.path().join("abandoned.pms.tmp").exists());
     drop(writer);
@@ -131,7 +131,7 @@ fn finished_writer_leaves_no_temporary_and_dropped_writer_leaves_nothing() {
 fn writer_rejects_wrong_length_and_decreasing_labels() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.pms");
-    let mut writer = ShardWriter::create(&path, 2, 2).unwrap();
+    let mut writer = ShardWriter::create(&path, 2, 2, Storage::Raw).unwrap();
     let err = writer.push(0, &[0; 11]).unwrap_err();
     assert!(matches!(err, Error::Record { record: 0, .. }), "{err}");
 
@@ -139,7 +139,7 @@ fn writer_rejects_wrong_length_and_decreasing_labels() {
     let err = writer.push(2, &[0; 12]).unwrap_err();
     assert!(matches!(err, Error::Record { record: 1, .. }), "{err}");
     assert_eq!(writer.len(), 1);
-    assert!(ShardWriter::create(&path, 0, 2).is_err());
+    assert!(ShardWriter::create(&path, 0, 2, Storage::Raw).is_err());
 }
 
 #[test]
@@ -171,15 +171,15 @@ fn flipped_record_byte_names_the_record() {
     let flipped = flip_byte(&path, HEADER_LEN + 18 + 5);
 
     let shard = Shard::open(&flipped).unwrap();
-    match shard.pixels(1) {
+    match shard.record(1) {
         Err(Error::Record { path, record, .. }) => {
             assert_eq!(path, flipped);
             assert_eq!(record, 1);
         }
         other => panic!("expected a record error for record 1, got {other:?}"),
     }
-    assert_eq!(shard.pixels(0).unwrap(), records[0].1.as_slice());
-    assert_eq!(shard.pixels(2).unwrap(), records[2].1.as_slice());
+    assert_eq!(shard.record(0).unwrap(), records[0].1.as_slice());
+    assert_eq!(shard.record(2).unwrap(), records[2].1.as_slice());
 }
 
 #[test]
@@ -499,6 +499,8 @@ fn tree_config() -> PackConfig {
             size: 8,
         },
         max_images_per_shard: 5,
+        storage: Storage::Raw,
+        append: false,
     }
 }
 
@@ -527,7 +529,9 @@ fn pack_folder_keeps_the_right_identities_and_images() {
 
     assert_eq!(report.identities, 3);
     assert_eq!(report.images, 8);
-    assert_eq!(report.shards, 2);
+    // Shards are planned on image files before decoding: [Alice], [Bob, Carol], [Eve, Gina]
+    // (at most 5 files each); Carol and Gina are dropped later.
+    assert_eq!(report.shards, 3);
     assert_eq!(report.excluded_identities, 1);
     assert_eq!(
         report.too_few_images, 2,
@@ -552,9 +556,12 @@ fn pack_folder_keeps_the_right_identities_and_images() {
     assert_eq!(dataset.root(), out);
     assert_eq!(
         dataset.manifest().shards,
-        ["shard-00000.pms", "shard-00001.pms"]
+        ["shard-00000.pms", "shard-00001.pms", "shard-00002.pms"]
     );
-    assert_eq!(dataset.manifest().preprocess, tree_config().preprocess);
+    assert_eq!(
+        dataset.manifest().preprocess,
+        Some(tree_config().preprocess)
+    );
     assert_eq!(
         dataset.identity(1),
         Some(IdentityRecords {
@@ -566,8 +573,8 @@ fn pack_folder_keeps_the_right_identities_and_images() {
     assert_eq!(
         dataset.identity(2),
         Some(IdentityRecords {
-            shard: 1,
-            first: 3,
+            shard: 2,
+            first: 0,
             count: 2
         })
     );
@@ -580,7 +587,7 @@ fn pack_folder_keeps_the_right_identities_and_images() {
         for (record, colour) in (records.first..).zip(colours) {
             let what = format!("{name} record {record}");
             assert_colour(
-                dataset.pixels(records.shard, record).unwrap(),
+                dataset.record(records.shard, record).unwrap().0,
                 colour,
                 &what,
             );
@@ -652,7 +659,7 @@ fn dataset_open_rejects_a_manifest_that_disagrees_with_its_shards() {
     let edits = [
         ("\"n_images\": 8", "\"n_images\": 9"),
         ("\"Eve\"", "\"Eve\", \"Zed\""),
-        ("\"format_version\": 1", "\"format_version\": 2"),
+        ("\"format_version\": 2", "\"format_version\": 3"),
         ("\"shard-00001.pms\"", "\"../shard-00001.pms\""),
         ("\"height\": 8", "\"height\": 9"),
     ];
@@ -688,6 +695,8 @@ fn pack_three_real_lfw_identities() {
         min_images: 2,
         preprocess: preprocess.clone(),
         max_images_per_shard: 6,
+        storage: Storage::Raw,
+        append: false,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -709,7 +718,7 @@ fn pack_three_real_lfw_identities() {
         .unwrap();
     let records = dataset.identity(2).unwrap();
     assert_eq!(
-        dataset.pixels(records.shard, records.first).unwrap(),
+        dataset.record(records.shard, records.first).unwrap().0,
         first.as_raw().as_slice()
     );
 }

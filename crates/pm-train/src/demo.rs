@@ -154,6 +154,8 @@ fn pack_config(preprocess: &Preprocess) -> PackConfig {
         min_images: 2,
         preprocess: preprocess.clone(),
         max_images_per_shard: 100_000,
+        storage: pm_data::Storage::Raw,
+        append: false,
     }
 }
 

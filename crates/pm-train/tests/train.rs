@@ -25,6 +25,8 @@ fn dataset(dir: &Path, identities: u64, images: usize) -> std::path::PathBuf {
             size: SIDE,
         },
         max_images_per_shard: 1000,
+        storage: pm_data::Storage::Raw,
+        append: false,
     };
     let out = dir.join("dataset");
     pm_data::pack_folder(&dir.join("faces"), &out, &config).unwrap();
