@@ -27,7 +27,8 @@ pub use pack::{
 };
 pub use preprocess::{Crop, Preprocess};
 pub use recordio::{
-    Property, RecordIo, RecordIoImage, RecordIoLayout, record_payload, write_record,
+    Property, RecordIo, RecordIoImage, RecordIoLayout, check_recordio_bytes, record_payload,
+    write_record,
 };
 pub use rng::SplitMix64;
 pub use sampler::{LookalikeSource, Pick, PkSampler, SamplerConfig, SamplerState, SamplingMode};

@@ -417,6 +417,16 @@ fn scan(bytes: &[u8], path: &Path) -> Result<Scan> {
     })
 }
 
+/// Parses a `.rec` file held in memory into logical records (chunks joined, record headers
+/// checked) and returns how many it holds; the first step of [`RecordIo::open`], exposed for
+/// the fuzz target. It never panics, whatever `bytes` holds.
+///
+/// # Errors
+/// [`Error::Format`] naming `path` and the byte offset of the first inconsistency.
+pub fn check_recordio_bytes(bytes: &[u8], path: &Path) -> Result<usize> {
+    scan(bytes, path).map(|scan| scan.records.len())
+}
+
 /// Reads a file that may be absent.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {

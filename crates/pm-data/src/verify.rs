@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dataset::{Dataset, MANIFEST_FILE};
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::loader::rgb_record;
 use crate::shard::{Shard, Storage};
@@ -158,7 +158,7 @@ fn unlisted_files(dir: &Path, listed: &[String]) -> Result<Vec<String>> {
         };
         let is_shard =
             name.starts_with("shard-") && (name.ends_with(".pms") || name.ends_with(".tmp"));
-        if is_shard && name != MANIFEST_FILE && !listed.contains(&name) {
+        if is_shard && !listed.contains(&name) {
             unlisted.push(name);
         }
     }

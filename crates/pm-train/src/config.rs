@@ -53,6 +53,10 @@ pub struct DataSection {
     /// Batches decoded ahead of the trainer.
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// How identities are chosen: `epoch` (each once per epoch), `identity_balanced` or
+    /// `image_balanced` (see `pm_data::SamplingMode`).
+    #[serde(default)]
+    pub sampling: pm_data::SamplingMode,
 }
 
 /// The prototype memory (its dimension is the encoder's embedding dimension).

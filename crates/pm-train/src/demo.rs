@@ -172,6 +172,7 @@ fn train_config(config: &DemoConfig, dataset: &Path, size: usize) -> TrainConfig
             seed: config.seed,
             flip_probability: 0.5,
             prefetch: 2,
+            sampling: pm_data::SamplingMode::Epoch,
         },
         model,
         memory: MemorySection {

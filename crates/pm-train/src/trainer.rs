@@ -477,6 +477,7 @@ fn sampler_config(config: &TrainConfig) -> SamplerConfig {
         images_per_identity: config.data.images_per_identity,
         seed: config.data.seed,
         flip_probability: config.data.flip_probability,
+        mode: config.data.sampling,
         ..SamplerConfig::default()
     }
 }

@@ -74,19 +74,22 @@ impl ShardWriter {
     ///
     /// # Errors
     /// [`Error::Record`] if a raw record is not `height × width × 3` bytes, an encoded record
-    /// is empty or over 4 GiB, or `label` is below the previous label; [`Error::Io`] if writing
-    /// fails or the writer is parked.
+    /// is empty or over 4 GiB, `label` is below the previous label, or the writer is parked;
+    /// [`Error::Io`] if writing fails. After an error the writer is unchanged.
     pub fn push(&mut self, label: u32, bytes: &[u8]) -> Result<()> {
         let record = self.len();
         self.check_len(record, bytes.len())?;
-        self.extend_identity(record, label)?;
+        self.check_label(record, label)?;
 
+        // Nothing is recorded until the bytes are written: a failed push leaves the writer as
+        // it was.
         let file = self.file.as_mut().ok_or_else(|| {
             let what = "writer is parked or finished: no more records";
             record_error(&self.path, record, what)
         })?;
         file.write_all(bytes)
             .map_err(|e| Error::io(&self.tmp_path, e))?;
+        self.extend_identity(record, label);
         self.records
             .push((label, crc32fast::hash(bytes), bytes.len() as u32));
         self.data_len += bytes.len() as u64;
@@ -107,20 +110,27 @@ impl ShardWriter {
         Err(record_error(&self.path, record, what))
     }
 
-    fn extend_identity(&mut self, record: u64, label: u32) -> Result<()> {
-        match self.identities.last_mut() {
+    /// Labels must not decrease, and one label holds at most `u32::MAX` records.
+    fn check_label(&self, record: u64, label: u32) -> Result<()> {
+        let what = match self.identities.last() {
             Some(last) if label < last.label => {
-                let what = format!(
+                format!(
                     "label {label} after {}: labels must not decrease",
                     last.label
-                );
-                Err(record_error(&self.path, record, what))
+                )
             }
-            Some(last) if label == last.label => {
-                let too_many = || record_error(&self.path, record, "2^32 records of one label");
-                last.count = last.count.checked_add(1).ok_or_else(too_many)?;
-                Ok(())
+            Some(last) if label == last.label && last.count == u32::MAX => {
+                "2^32 records of one label".to_owned()
             }
+            _ => return Ok(()),
+        };
+        Err(record_error(&self.path, record, what))
+    }
+
+    /// Adds a record to its identity run (after `check_label`).
+    fn extend_identity(&mut self, record: u64, label: u32) {
+        match self.identities.last_mut() {
+            Some(last) if label == last.label => last.count += 1,
             _ => {
                 let first = record;
                 self.identities.push(IdentityEntry {
@@ -128,7 +138,6 @@ impl ShardWriter {
                     count: 1,
                     first,
                 });
-                Ok(())
             }
         }
     }
