@@ -2,7 +2,8 @@
 //! [`pm_data::check_recordio_bytes`] must return `Ok` or `Err` for any bytes, never panic or
 //! allocate in proportion to a length field.
 //!
-//! Run with `cargo +nightly fuzz run recordio_chunks` from `fuzz/`.
+//! Run with `cargo +nightly fuzz run recordio_chunks fuzz/seeds/recordio_chunks` from the
+//! workspace root.
 
 #![no_main]
 

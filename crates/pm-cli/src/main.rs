@@ -45,6 +45,18 @@ enum Command {
     },
     /// Verify a trained run on a protocol (LFW pairs, CFP-FF, CFP-FP).
     Eval(eval::EvalArgs),
+    /// Draw a chart of training runs as SVG (e.g. `pm plot obsolescence --run M=256=runs/a`).
+    Plot {
+        /// Which chart.
+        #[arg(value_enum)]
+        chart: Chart,
+        /// A run to draw, as `LABEL=RUN_DIR` (repeat for several runs).
+        #[arg(long = "run", required = true)]
+        runs: Vec<String>,
+        /// Output SVG file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check every record of a packed dataset and print per-shard statistics.
     Inspect {
         /// Packed dataset folder (made by `cargo xtask pack`).
@@ -107,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
             init_logging(None)?;
             eval::run(&args)
         }
+        Command::Plot { chart, runs, out } => plot(chart, &runs, &out),
         Command::Inspect {
             dataset,
             no_decode,
@@ -131,6 +144,29 @@ fn train(config_path: &std::path::Path, resume: bool, max_steps: Option<u64>) ->
     tracing::info!(config = %config_path.display(), run = %run_dir.display(), "resolved configuration written to the run directory");
     let summary = trainer.run(&mut progress::Bar::new("train"), max_steps)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// Charts `pm plot` draws.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Chart {
+    /// Cosine of the stored rows to the current encoder's prototypes, and their age, by step.
+    Obsolescence,
+}
+
+fn plot(chart: Chart, runs: &[String], out: &std::path::Path) -> Result<()> {
+    let runs = runs
+        .iter()
+        .map(|run| match run.rsplit_once('=') {
+            Some((label, dir)) if !label.is_empty() => Ok((label.to_owned(), PathBuf::from(dir))),
+            _ => Err(anyhow::anyhow!("--run {run}: expected LABEL=RUN_DIR")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let svg = match chart {
+        Chart::Obsolescence => pm_train::plot::obsolescence_chart(&runs)?,
+    };
+    std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

@@ -24,5 +24,5 @@ pub use gather::WorkerUpdate;
 pub use memory::{Classifier, Eviction, MemoryConfig, PrototypeMemory, UpdateStats};
 pub use prototype::{
     ExemplarWeights, PrototypeConfig, PrototypeGrad, PrototypeSource, leave_one_out,
-    normalize_rows, prototypes,
+    normalize_rows, prototypes, query_rows, resolved_exemplars,
 };

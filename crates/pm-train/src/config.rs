@@ -153,6 +153,13 @@ pub struct RunSection {
     /// Steps between metric lines.
     #[serde(default = "default_log_every")]
     pub log_every: u64,
+    /// Steps between obsolescence measurements (age of the stored rows the loss used and their
+    /// cosine to a prototype recomputed by the current encoder); 0 turns them off.
+    #[serde(default)]
+    pub obsolescence_every: u64,
+    /// Stored rows sampled per obsolescence measurement.
+    #[serde(default = "default_obsolescence_rows")]
+    pub obsolescence_rows: usize,
 }
 
 /// Largest memory accepted (capacity × dim floats): 16 GiB of rows.
@@ -162,6 +169,9 @@ const MAX_BATCH: usize = 1 << 16;
 /// Most batches decoded ahead.
 const MAX_PREFETCH: usize = 64;
 
+fn default_obsolescence_rows() -> usize {
+    64
+}
 fn default_p() -> usize {
     32
 }

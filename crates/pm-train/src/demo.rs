@@ -190,6 +190,8 @@ fn train_config(config: &DemoConfig, dataset: &Path, size: usize) -> TrainConfig
             seed: config.seed,
             checkpoint_every: config.steps.div_ceil(2).max(1),
             log_every: 10,
+            obsolescence_every: 0,
+            obsolescence_rows: 64,
         },
     }
 }

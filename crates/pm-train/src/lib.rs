@@ -7,6 +7,8 @@ mod config;
 pub mod demo;
 mod error;
 mod metrics;
+mod obsolescence;
+pub mod plot;
 mod sgd;
 mod trainer;
 
@@ -14,5 +16,6 @@ pub use checkpoint::{Checkpoint, latest_checkpoint};
 pub use config::{DataSection, MemorySection, OptimSection, RunSection, Schedule, TrainConfig};
 pub use error::{Error, Result};
 pub use metrics::StepMetrics;
+pub use obsolescence::Obsolescence;
 pub use sgd::SgdMomentum;
 pub use trainer::{NoProgress, Progress, TrainSummary, Trainer, build_encoder, load_encoder};

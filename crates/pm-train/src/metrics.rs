@@ -40,6 +40,9 @@ pub struct StepMetrics {
     pub evicted: usize,
     /// Steps skipped for a non-finite loss over the window.
     pub skipped_steps: usize,
+    /// The obsolescence measurement taken in the window, if one was due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obsolescence: Option<crate::Obsolescence>,
 }
 
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {

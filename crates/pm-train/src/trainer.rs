@@ -19,6 +19,7 @@ use pm_data::{Batch, Dataset, PkSampler, Prefetcher, SamplerConfig, identity_cou
 use pm_loss::{MarginLoss, replace_targets};
 use pm_memory::{
     Eviction, PrototypeMemory, PrototypeSource, leave_one_out, normalize_rows, prototypes,
+    query_rows,
 };
 use pm_models::{Encoder, EncoderConfig, seeded_init};
 use serde::Serialize;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Schedule, TrainConfig};
 use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::obsolescence::{self, Obsolescence};
 use crate::sgd::SgdMomentum;
 use crate::{Error, Result};
 
@@ -87,9 +89,12 @@ pub struct Trainer {
 struct StepOutcome {
     loss: Option<f64>,
     correct: usize,
+    /// Images that took the loss (the queries of an exemplar/query split, else all).
+    scored: usize,
     classes: usize,
     ages: Vec<u64>,
     stats: pm_memory::UpdateStats,
+    obsolescence: Option<Obsolescence>,
 }
 
 impl Trainer {
@@ -241,13 +246,20 @@ impl Trainer {
         let [b, c, h, w] = batch.shape;
         let images = Tensor::from_slice(&batch.images, (b, c, h, w), &self.device)?;
         let identities: Vec<u64> = batch.labels.iter().step_by(k).map(|&l| l as u64).collect();
-        let targets: Vec<u32> = (0..batch.labels.len()).map(|i| (i / k) as u32).collect();
+        // The rows that take the loss: all of them, or the queries of an exemplar/query split.
+        let prototype = &self.config.memory.prototype;
+        let loss_rows = query_rows(identities.len(), k, prototype)?;
+        let targets: Vec<u32> = loss_rows.iter().map(|&i| i / k as u32).collect();
 
         // Forward: embeddings, fresh prototypes, logits against [fresh ; memory].
         let x = self.encoder.forward_t(&images, true)?;
         let z = normalize_rows(&x)?;
-        let fresh = prototypes(&x, k, &self.config.memory.prototype)?;
+        let fresh = prototypes(&x, k, prototype)?;
         let classifier = self.memory.classifier(&identities, &fresh)?;
+        let z = match loss_rows.len() == b {
+            true => z,
+            false => z.index_select(&Tensor::new(loss_rows.as_slice(), &self.device)?, 0)?,
+        };
         let cosines = z.matmul(&classifier.weights.t()?)?;
         let cosines = self.positives(&x, &z, k, cosines, &targets)?;
         let loss = self.loss.forward(&cosines, &targets)?;
@@ -274,15 +286,32 @@ impl Trainer {
                 .collect();
             self.memory.mark_used(&used, self.step);
         }
+        let every = self.config.run.obsolescence_every;
+        let pending = (every > 0 && self.step.is_multiple_of(every)).then(|| {
+            let rows = self.config.run.obsolescence_rows;
+            obsolescence::sample(&self.memory, &classifier.other_slots, rows, self.step)
+        });
         let rows = fresh.detach().flatten_all()?.to_vec1::<f32>()?;
         let stats = self.memory.update(&identities, &rows, self.step)?;
+        let obsolescence = match pending {
+            Some(pending) => Some(obsolescence::measure(
+                pending,
+                &self.encoder,
+                &self.dataset,
+                k,
+                &self.device,
+            )?),
+            None => None,
+        };
         let correct = correct_predictions(&cosines, &targets)?;
         Ok(StepOutcome {
             loss: Some(loss_value),
             correct,
+            scored: targets.len(),
             classes: classifier.weights.dim(0)?,
             ages,
             stats,
+            obsolescence,
         })
     }
 
@@ -298,7 +327,7 @@ impl Trainer {
     ) -> Result<Tensor> {
         let prototype = &self.config.memory.prototype;
         match prototype.source {
-            PrototypeSource::Mean => Ok(cosines),
+            PrototypeSource::Mean | PrototypeSource::Split => Ok(cosines),
             PrototypeSource::LeaveOneOut => {
                 let others = leave_one_out(x, k, prototype)?;
                 let positive = (z * others)?.sum_keepdim(D::Minus1)?;
@@ -364,10 +393,12 @@ struct Window {
     started: Instant,
     losses: Vec<f64>,
     correct: usize,
+    scored: usize,
     images: usize,
     skipped: usize,
     last: StepOutcome,
     stats: pm_memory::UpdateStats,
+    obsolescence: Option<Obsolescence>,
 }
 
 impl Window {
@@ -376,10 +407,12 @@ impl Window {
             started: Instant::now(),
             losses: Vec::new(),
             correct: 0,
+            scored: 0,
             images: 0,
             skipped: 0,
             last: StepOutcome::default(),
             stats: pm_memory::UpdateStats::default(),
+            obsolescence: None,
         }
     }
 
@@ -389,10 +422,14 @@ impl Window {
             None => self.skipped += 1,
         }
         self.correct += outcome.correct;
+        self.scored += outcome.scored;
         self.images += batch_images;
         self.stats.refreshed += outcome.stats.refreshed;
         self.stats.inserted += outcome.stats.inserted;
         self.stats.evicted += outcome.stats.evicted;
+        if outcome.obsolescence.is_some() {
+            self.obsolescence.clone_from(&outcome.obsolescence);
+        }
         if outcome.loss.is_some() {
             self.last = StepOutcome {
                 ages: outcome.ages.clone(),
@@ -415,7 +452,7 @@ impl Window {
             } else {
                 self.losses.iter().sum::<f64>() / trained
             },
-            batch_accuracy: self.correct as f64 / self.images.max(1) as f64,
+            batch_accuracy: self.correct as f64 / self.scored.max(1) as f64,
             lr: trainer.learning_rate(trainer.step.saturating_sub(1)),
             images_per_second: self.images as f64 / seconds,
             memory_rows: trainer.memory.len(),
@@ -426,6 +463,7 @@ impl Window {
             inserted: self.stats.inserted,
             evicted: self.stats.evicted,
             skipped_steps: self.skipped,
+            obsolescence: self.obsolescence.take(),
         };
         *self = Window::new();
         line

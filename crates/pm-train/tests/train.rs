@@ -211,3 +211,57 @@ fn a_fresh_run_refuses_a_used_run_dir_and_resume_refuses_another_config() {
     assert_eq!(longer.step(), 5);
     assert_eq!(longer.run(&mut NoProgress, None).unwrap().steps, 8);
 }
+
+#[test]
+fn obsolescence_is_measured_without_changing_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 30, 3);
+
+    let plain = dir.path().join("plain");
+    let mut trainer = Trainer::new(config(&data, &plain, 12, 20), false).unwrap();
+    trainer.run(&mut NoProgress, None).unwrap();
+
+    let measured = dir.path().join("measured");
+    let mut with = config(&data, &measured, 12, 20);
+    with.run.obsolescence_every = 4;
+    with.run.obsolescence_rows = 5;
+    let mut trainer = Trainer::new(with, false).unwrap();
+    trainer.run(&mut NoProgress, None).unwrap();
+    assert_same(&weights(&plain), &weights(&measured));
+
+    let text = std::fs::read_to_string(measured.join("metrics.jsonl")).unwrap();
+    let lines: Vec<pm_train::StepMetrics> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<&pm_train::Obsolescence> = lines
+        .iter()
+        .filter_map(|l| l.obsolescence.as_ref())
+        .collect();
+    assert_eq!(
+        found.iter().map(|o| o.step).collect::<Vec<_>>(),
+        [4, 8, 12],
+        "one measurement every 4 steps"
+    );
+    for o in found {
+        assert_eq!(
+            o.rows, 5,
+            "the memory holds more than 5 other rows at step {}",
+            o.step
+        );
+        assert_eq!((o.ages.len(), o.cosines.len()), (5, 5));
+        assert!(
+            o.ages.iter().all(|&a| a >= 1),
+            "stored rows are at least a step old"
+        );
+        assert!(
+            o.cosines.iter().all(|c| (-1.0001..=1.0001).contains(c)),
+            "{:?}",
+            o.cosines
+        );
+        // The encoder moved since the rows were written: they are not all exactly current.
+        assert!(o.cosines.iter().any(|&c| c < 0.9999), "{:?}", o.cosines);
+    }
+    let untouched = std::fs::read_to_string(plain.join("metrics.jsonl")).unwrap();
+    assert!(!untouched.contains("obsolescence"));
+}
