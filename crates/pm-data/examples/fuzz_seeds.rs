@@ -6,7 +6,10 @@
 //! cargo run -p pm-data --example fuzz_seeds -- fuzz/seeds
 //! ```
 
-#![allow(clippy::print_stdout, reason = "a command-line example reports on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line example reports on stdout"
+)]
 
 use std::path::Path;
 

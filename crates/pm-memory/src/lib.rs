@@ -17,6 +17,7 @@
 mod error;
 mod gather;
 mod memory;
+pub mod ops;
 mod prototype;
 
 pub use error::{Error, Result};

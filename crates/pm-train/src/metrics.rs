@@ -40,6 +40,10 @@ pub struct StepMetrics {
     pub evicted: usize,
     /// Steps skipped for a non-finite loss over the window.
     pub skipped_steps: usize,
+    /// Unreadable records (bad checksum, undecodable image) replaced by another image of the
+    /// same identity over the window; each is also logged with its shard and record.
+    #[serde(default)]
+    pub replaced_images: usize,
     /// The obsolescence measurement taken in the window, if one was due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obsolescence: Option<crate::Obsolescence>,

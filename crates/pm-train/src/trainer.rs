@@ -217,6 +217,7 @@ impl Trainer {
             let outcome = self.train_step(&batch)?;
             self.sampler.restore(batch.sampler_after)?;
             window.add(&outcome, batch.labels.len());
+            window.replaced += batch.replaced.len();
             if self.step.is_multiple_of(self.config.run.log_every) || self.step == end {
                 let line = window.close(self, batch.sampler_after.epoch);
                 first_loss.get_or_insert(line.loss);
@@ -396,6 +397,7 @@ struct Window {
     scored: usize,
     images: usize,
     skipped: usize,
+    replaced: usize,
     last: StepOutcome,
     stats: pm_memory::UpdateStats,
     obsolescence: Option<Obsolescence>,
@@ -409,6 +411,7 @@ impl Window {
             correct: 0,
             scored: 0,
             images: 0,
+            replaced: 0,
             skipped: 0,
             last: StepOutcome::default(),
             stats: pm_memory::UpdateStats::default(),
@@ -463,6 +466,7 @@ impl Window {
             inserted: self.stats.inserted,
             evicted: self.stats.evicted,
             skipped_steps: self.skipped,
+            replaced_images: self.replaced,
             obsolescence: self.obsolescence.take(),
         };
         *self = Window::new();
