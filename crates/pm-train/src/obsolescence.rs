@@ -4,12 +4,18 @@
 //!
 //! ```text
 //! S   = up to `rows` of the step's stored (non-fresh) classifier rows, chosen by a seed of the step
+//! F   = up to `rows` of the step's own fresh prototypes (age 0): the control
 //! for each slot s ∈ S with identity c, stored row r_s (unit norm), write step w_s:
 //!   age_s = step − w_s
 //!   p_c   = normalise(mean_i normalise(f(x_i)))   over the first K images of c, no flip,
 //!                                                   f = the encoder in inference mode
 //!   cos_s = r_s · p_c
 //! ```
+//!
+//! The control F measures what the comparison itself costs: a fresh row was made from a
+//! training-mode forward (batch statistics, flipped views, the images the sampler drew) and is
+//! compared with an inference-mode prototype of the identity's first images after one update.
+//! The gap between `fresh_cos_mean` and `cos_mean` is what age adds: obsolescence proper.
 //!
 //! The rows are copied before the memory update of the step (an update may evict them); the
 //! images are embedded after it, so `p_c` is what the memory would store if `c` came back now.
@@ -43,6 +49,12 @@ pub struct Obsolescence {
     pub ages: Vec<u64>,
     /// Each measured row's cosine.
     pub cosines: Vec<f32>,
+    /// Control rows measured: the step's own fresh prototypes (age 0).
+    #[serde(default)]
+    pub fresh_rows: usize,
+    /// Mean cosine of the control rows to their recomputed prototypes.
+    #[serde(default)]
+    pub fresh_cos_mean: f64,
 }
 
 /// Stored rows copied before a memory update, waiting for the updated encoder.
@@ -51,15 +63,31 @@ pub(crate) struct Pending {
     identities: Vec<u32>,
     rows: Vec<Vec<f32>>,
     ages: Vec<u64>,
+    fresh_identities: Vec<u32>,
+    fresh_rows: Vec<Vec<f32>>,
 }
 
-/// Copies up to `rows` of `used_slots` (with their ages at `step`) before the memory update.
+/// Copies up to `rows` of `used_slots` (with their ages at `step`) before the memory update,
+/// and up to `rows` of the step's fresh prototypes (`fresh`: `[P, d]` row-major, one row per
+/// identity of `batch_identities`) as the control.
 pub(crate) fn sample(
     memory: &PrototypeMemory,
     used_slots: &[usize],
+    (batch_identities, fresh): (&[u64], &[f32]),
     rows: usize,
     step: u64,
 ) -> Pending {
+    let dim = memory.config().dim;
+    let fresh_rows: Vec<Vec<f32>> = fresh
+        .chunks_exact(dim.max(1))
+        .take(rows)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let fresh_identities = batch_identities
+        .iter()
+        .take(fresh_rows.len())
+        .map(|&i| i as u32)
+        .collect();
     let mut slots = used_slots.to_vec();
     SplitMix64::from_keys(&[0x0B50_1E5C, step]).shuffle(&mut slots);
     slots.truncate(rows);
@@ -79,6 +107,8 @@ pub(crate) fn sample(
         identities,
         rows,
         ages,
+        fresh_identities,
+        fresh_rows,
     }
 }
 
@@ -90,9 +120,44 @@ pub(crate) fn measure(
     images_per_identity: usize,
     device: &Device,
 ) -> Result<Obsolescence> {
+    let identities: Vec<u32> = pending
+        .identities
+        .iter()
+        .chain(&pending.fresh_identities)
+        .copied()
+        .collect();
+    let prototypes = recompute(&identities, encoder, dataset, images_per_identity, device)?;
+    let (stored, control) = prototypes.split_at(pending.identities.len().min(prototypes.len()));
+    let cosines: Vec<f32> = stored
+        .iter()
+        .zip(&pending.rows)
+        .map(|(p, r)| dot(p, r))
+        .collect();
+    let controls: Vec<f32> = control
+        .iter()
+        .zip(&pending.fresh_rows)
+        .map(|(p, r)| dot(p, r))
+        .collect();
+
+    let mut summary = summarise(pending.step, pending.ages, cosines);
+    summary.fresh_rows = controls.len();
+    summary.fresh_cos_mean =
+        controls.iter().map(|&c| f64::from(c)).sum::<f64>() / controls.len().max(1) as f64;
+    Ok(summary)
+}
+
+/// The unit prototype of each identity from its first `images_per_identity` images, embedded
+/// without flip by the encoder in inference mode.
+fn recompute(
+    identities: &[u32],
+    encoder: &Encoder,
+    dataset: &Dataset,
+    images_per_identity: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
     let mut picks = Vec::new();
-    let mut groups = Vec::with_capacity(pending.identities.len());
-    for &label in &pending.identities {
+    let mut groups = Vec::with_capacity(identities.len());
+    for &label in identities {
         let count = dataset.identity(label).map_or(0, |r| r.count);
         let k = (count as usize).min(images_per_identity).max(1);
         groups.push(k);
@@ -103,10 +168,7 @@ pub(crate) fn measure(
         }));
     }
     if picks.is_empty() {
-        return Ok(Obsolescence {
-            step: pending.step,
-            ..Obsolescence::default()
-        });
+        return Ok(Vec::new());
     }
 
     let batch = assemble(dataset, &picks, images_per_identity)?;
@@ -114,15 +176,13 @@ pub(crate) fn measure(
     let images = Tensor::from_vec(batch.images, (b, c, h, w), device)?;
     let z = normalize_rows(&encoder.forward_t(&images, false)?)?;
     let z = z.to_vec2::<f32>()?;
-
-    let mut cosines = Vec::with_capacity(groups.len());
     let mut start = 0;
-    for (k, stored) in groups.iter().zip(&pending.rows) {
-        let prototype = unit_mean(&z[start..start + k]);
-        cosines.push(dot(&prototype, stored));
+    let mut prototypes = Vec::with_capacity(groups.len());
+    for k in groups {
+        prototypes.push(unit_mean(&z[start..start + k]));
         start += k;
     }
-    Ok(summarise(pending.step, pending.ages, cosines))
+    Ok(prototypes)
 }
 
 fn unit_mean(rows: &[Vec<f32>]) -> Vec<f32> {
@@ -157,6 +217,8 @@ fn summarise(step: u64, ages: Vec<u64>, cosines: Vec<f32>) -> Obsolescence {
         cos_p50: quantile(0.5),
         ages,
         cosines,
+        fresh_rows: 0,
+        fresh_cos_mean: f64::NAN,
     }
 }
 

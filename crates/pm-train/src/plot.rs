@@ -220,8 +220,9 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
 }
 
 /// The obsolescence chart of labelled runs: the mean and 10th-percentile cosine between the
-/// stored rows the loss used and their identity's prototype under the current encoder, and the
-/// mean age of those rows, against the training step.
+/// stored rows the loss used and their identity's prototype under the current encoder, the
+/// same for the step's fresh rows (the control at age 0), and the mean age of the stored rows,
+/// against the training step.
 ///
 /// # Errors
 /// The errors of [`read_metrics`], and [`Error::Config`] for a run with no obsolescence

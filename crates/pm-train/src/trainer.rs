@@ -287,12 +287,13 @@ impl Trainer {
                 .collect();
             self.memory.mark_used(&used, self.step);
         }
+        let rows = fresh.detach().flatten_all()?.to_vec1::<f32>()?;
         let every = self.config.run.obsolescence_every;
         let pending = (every > 0 && self.step.is_multiple_of(every)).then(|| {
-            let rows = self.config.run.obsolescence_rows;
-            obsolescence::sample(&self.memory, &classifier.other_slots, rows, self.step)
+            let (count, used) = (self.config.run.obsolescence_rows, &classifier.other_slots);
+            let batch = (identities.as_slice(), rows.as_slice());
+            obsolescence::sample(&self.memory, used, batch, count, self.step)
         });
-        let rows = fresh.detach().flatten_all()?.to_vec1::<f32>()?;
         let stats = self.memory.update(&identities, &rows, self.step)?;
         let obsolescence = match pending {
             Some(pending) => Some(obsolescence::measure(
