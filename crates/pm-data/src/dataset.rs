@@ -150,7 +150,7 @@ fn manifest_error(path: &Path, what: impl std::fmt::Display) -> Error {
 
 /// Reads and parses `manifest.json`, checking its version.
 pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text_capped(path, crate::files::MAX_SMALL_TEXT)?;
     let version: Option<u32> = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v.get("format_version")?.as_u64())

@@ -6,6 +6,7 @@
 
 mod dataset;
 mod error;
+mod files;
 mod listfile;
 mod loader;
 mod pack;

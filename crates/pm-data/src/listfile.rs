@@ -56,7 +56,7 @@ impl Form {
 /// for a line with no label, an empty path, fewer than 3 fields in a `.lst` file, or bytes
 /// that are not UTF-8.
 pub fn read_list_file(path: &Path) -> Result<Vec<ListEntry>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_capped(path, crate::files::MAX_SMALL_TEXT * 16)?;
     parse_list(&bytes, path)
 }
 
@@ -71,7 +71,12 @@ fn parse_list(bytes: &[u8], path: &Path) -> Result<Vec<ListEntry>> {
     let folder = path.parent().unwrap_or(Path::new(""));
     let mut form = None;
     let mut entries = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    // Classic Mac files end lines with CR alone.
+    let separator = match bytes.contains(&b'\n') {
+        true => b'\n',
+        false => b'\r',
+    };
+    for (i, raw) in bytes.split(|&b| b == separator).enumerate() {
         let line = i + 1;
         let text = std::str::from_utf8(raw).map_err(|e| {
             let what = format!(
@@ -193,6 +198,13 @@ mod tests {
                 entry("/data/set/more/y.jpg", "7", 3),
             ]
         );
+    }
+
+    #[test]
+    fn carriage_returns_alone_end_lines() {
+        let got = entries(b"a.jpg 1\rb.jpg 2\r");
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].1.as_str(), got[1].1.as_str()), ("1", "2"));
     }
 
     #[test]

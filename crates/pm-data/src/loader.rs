@@ -125,16 +125,34 @@ pub fn rgb_record(dataset: &Dataset, shard: u32, record: u64) -> Result<Cow<'_, 
         .shards()
         .get(shard as usize)
         .map(|s| s.path().to_path_buf());
-    let path = path.unwrap_or_default();
+    decode_record(
+        bytes,
+        &path.unwrap_or_default(),
+        record,
+        dataset.image_size(),
+    )
+    .map(Cow::Owned)
+}
+
+/// Decodes an encoded record of the shard at `path` to RGB8 HWC, checking that it has
+/// `(height, width)`.
+///
+/// # Errors
+/// [`Error::Record`] naming the shard and record for an undecodable image or a wrong size.
+pub(crate) fn decode_record(
+    bytes: &[u8],
+    path: &std::path::Path,
+    record: u64,
+    (height, width): (u32, u32),
+) -> Result<Vec<u8>> {
     let record_error = |what: String| Error::Record {
-        path: path.clone(),
+        path: path.to_path_buf(),
         record,
         what,
     };
-    let img = decode(bytes, &path)
+    let img = decode(bytes, path)
         .map_err(|e| record_error(e.to_string()))?
         .to_rgb8();
-    let (height, width) = dataset.image_size();
     if (img.height(), img.width()) != (height, width) {
         let what = format!(
             "decodes to {}×{}, the dataset is {height}×{width}",
@@ -143,7 +161,7 @@ pub fn rgb_record(dataset: &Dataset, shard: u32, record: u64) -> Result<Cow<'_, 
         );
         return Err(record_error(what));
     }
-    Ok(Cow::Owned(img.into_raw()))
+    Ok(img.into_raw())
 }
 
 /// Converts one RGB8 HWC image into CHW `f32` in [-1, 1], optionally mirrored.

@@ -25,6 +25,7 @@ mod rec;
 mod synth;
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +44,21 @@ pub use names::read_name_list;
 pub use rec::pack_recordio;
 pub use synth::pack_synth;
 
-/// Images decoded in parallel before they are written out.
+/// Images decoded in parallel before they are written out (fewer for large images: see
+/// [`decode_chunk`]).
 const DECODE_CHUNK: usize = 256;
+/// Bytes of decoded images a group holds at once, at most (about).
+const CHUNK_BYTES: u64 = 64 << 20;
+/// Skipped images logged one by one; past this only the report lists them.
+const LOGGED_SKIPS: usize = 100;
+
+/// Images per parallel decode chunk: `DECODE_CHUNK`, fewer when the images are large, so a
+/// group holds about `CHUNK_BYTES` of pixels at most.
+fn decode_chunk((height, width): (u32, u32)) -> usize {
+    let image = u64::from(height) * u64::from(width) * 3;
+    let fit = (CHUNK_BYTES / image.max(1)) as usize;
+    fit.clamp(8, DECODE_CHUNK)
+}
 
 /// JPEG quality of crops re-encoded for encoded storage.
 const JPEG_QUALITY: u8 = 95;
@@ -271,8 +285,7 @@ fn write_group<S: Source>(
         .zip(candidates)
         .flat_map(|(c, candidate)| candidate.items.iter().map(move |item| (c, item)))
         .collect();
-    sink.too_few += candidates.iter().filter(|c| c.items.is_empty()).count();
-    for chunk in items.chunks(DECODE_CHUNK) {
+    for chunk in items.chunks(decode_chunk((height, width))) {
         let loaded: Vec<Result<Stored>> = chunk
             .par_iter()
             .map(|(_, item)| source.load(item, config.storage))
@@ -287,6 +300,9 @@ fn write_group<S: Source>(
     }
     sink.end_identity();
     sink.writer.park()?;
+    // Every candidate that did not become an identity, including one none of whose images
+    // decoded (it never opened a run in the sink).
+    sink.too_few = candidates.len() - sink.kept.len();
     Ok(GroupOutput {
         writer: sink.writer,
         kept: sink.kept,
@@ -355,7 +371,15 @@ impl GroupSink {
     }
 
     fn skip(&mut self, (path, record): (PathBuf, Option<u64>), error: Error) {
-        tracing::warn!(path = %path.display(), record, error = %error, "skipping image");
+        match self.skipped.len() {
+            n if n < LOGGED_SKIPS => {
+                tracing::warn!(path = %path.display(), record, error = %error, "skipping image");
+            }
+            n if n == LOGGED_SKIPS => {
+                tracing::warn!("more skipped images in this shard: listed in the report only");
+            }
+            _ => {}
+        }
         let reason = error.to_string();
         self.skipped.push(Skipped {
             path,
@@ -394,8 +418,10 @@ fn finish_groups(
             u32::try_from(base).map_err(|_| Error::Config("more than 2^32 identities".into()))?;
         output.writer.offset_labels(label_base)?;
         let path = output.writer.path().to_path_buf();
-        target.created.push(path.clone());
         output.writer.finish()?;
+        // Recorded only once this pack's own rename succeeded: cleanup never removes a file
+        // another writer put there.
+        target.created.push(path.clone());
         shards.push(
             path.file_name()
                 .and_then(|n| n.to_str())
@@ -433,6 +459,33 @@ struct Target {
     /// Shard files this pack finished (removed again unless committed).
     created: Vec<PathBuf>,
     committed: bool,
+    /// The append lock this pack holds (removed on drop).
+    lock: Option<PathBuf>,
+}
+
+/// File that marks a dataset folder as being appended to.
+const APPEND_LOCK: &str = ".pm-append.lock";
+
+/// Takes the append lock of `dir`: one append at a time, or two would pick the same shard
+/// names and both rewrite the manifest.
+fn take_append_lock(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(APPEND_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path);
+    match file {
+        Ok(mut file) => {
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Config(format!(
+            "{}: another pack is appending to this dataset (lock file {APPEND_LOCK}); if none \
+             is running, a crashed one left it: remove it",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }
 
 impl Target {
@@ -452,40 +505,52 @@ impl Target {
             };
             let dir = staging_dir(out_dir)?;
             std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-            let created = Vec::new();
             return Ok(Target {
                 dir,
                 manifest,
                 staging: true,
-                created,
+                created: Vec::new(),
                 committed: false,
+                lock: None,
             });
         }
 
         let manifest_path = out_dir.join(MANIFEST_FILE);
-        let manifest = read_manifest(&manifest_path)?;
-        let ours = (height, width, source.preprocess());
-        let theirs = (manifest.height, manifest.width, manifest.preprocess.clone());
-        if ours != theirs {
-            let what = format!(
-                "{}: cannot append {height}×{width} images made by {:?} to a dataset of {}×{} \
-                 images made by {:?}",
-                manifest_path.display(),
-                ours.2,
-                theirs.0,
-                theirs.1,
-                theirs.2
-            );
-            return Err(Error::Config(what));
-        }
-        let dir = out_dir.to_path_buf();
-        Ok(Target {
-            dir,
+        read_manifest(&manifest_path)?;
+        let lock = take_append_lock(out_dir)?;
+        // Read under the lock: the manifest the last append committed.
+        let manifest = read_manifest(&manifest_path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&lock);
+        })?;
+        let target = Target {
+            dir: out_dir.to_path_buf(),
             manifest,
             staging: false,
             created: Vec::new(),
             committed: false,
-        })
+            lock: Some(lock),
+        };
+        let ours = (height, width, source.preprocess());
+        let m = &target.manifest;
+        if ours != (m.height, m.width, m.preprocess.clone()) {
+            let describe = |p: &Option<Preprocess>| {
+                p.as_ref()
+                    .map_or("images stored as they came".to_owned(), |p| {
+                        serde_json::to_string(p).unwrap_or_default()
+                    })
+            };
+            let what = format!(
+                "{}: cannot append {height}×{width} images ({}) to a dataset of {}×{} images \
+                 ({})",
+                manifest_path.display(),
+                describe(&ours.2),
+                m.height,
+                m.width,
+                describe(&m.preprocess)
+            );
+            return Err(Error::Config(what));
+        }
+        Ok(target)
     }
 
     fn dir(&self) -> &Path {
@@ -496,7 +561,8 @@ impl Target {
     fn next_shard_index(&self) -> usize {
         let taken = |i: usize| {
             let name = shard_name(i);
-            self.manifest.shards.contains(&name) || self.dir.join(&name).exists()
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            self.manifest.shards.contains(&name) || self.dir.join(&name).exists() || tmp.exists()
         };
         let mut index = self.manifest.shards.len();
         while taken(index) {
@@ -549,6 +615,10 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            // Best effort: the lock is this pack's own file.
+            let _ = std::fs::remove_file(lock);
+        }
         if self.committed {
             return;
         }

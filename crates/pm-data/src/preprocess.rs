@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Largest accepted output side, in pixels (a guard against a mistyped configuration).
-const MAX_SIZE: u32 = 4096;
+pub(crate) const MAX_SIZE: u32 = 4096;
 
 /// A landmark crop may reach this many times the image's longer side, no further.
 const MAX_CROP_FACTOR: f64 = 4.0;
@@ -104,7 +104,7 @@ impl Preprocess {
     /// [`Error::Io`] if the file cannot be read, [`Error::Decode`] naming `path` if it is empty,
     /// truncated or not an image, and the errors of [`Preprocess::apply`].
     pub fn load(&self, path: &Path) -> Result<RgbImage> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::files::read_capped(path, crate::files::MAX_IMAGE_FILE)?;
         let img = decode(&bytes, path)?;
         self.apply(&img, path)
     }
@@ -267,7 +267,7 @@ fn landmark_path(image: &Path, images_root: &Path, fiducials_root: &Path) -> Res
 
 /// Reads a landmark file: one `x,y` pair per non-blank line, at least one point.
 fn read_landmarks(path: &Path) -> Result<Vec<(f32, f32)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text_capped(path, crate::files::MAX_SMALL_TEXT)?;
     let parse_error = |line: usize, what: String| Error::Parse {
         path: path.to_path_buf(),
         line,

@@ -21,7 +21,6 @@
 //! than the file's size.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -199,10 +198,9 @@ fn excerpt(text: &str) -> String {
 
 /// Reads a file that may be absent.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+        _ => crate::files::read_capped(path, crate::files::MAX_SMALL_TEXT * 16).map(Some),
     }
 }
 
@@ -453,11 +451,8 @@ fn classify(
         .first()
         .filter(|r| r.key == 0 && r.flag >= 2 && !r.has_image);
     let Some(header) = header else {
-        if let Some(r) = records.iter().find(|r| !r.has_image) {
-            let what = "record has no image bytes after its header, and the file has no \
-                        insightface header at key 0";
-            return Err(record_error(path, r.key, what));
-        }
+        // Without a header every record is an image record; one with no image bytes fails to
+        // decode and is skipped with its key by the importer.
         return Ok((
             RecordIoLayout::ImagesOnly,
             image_list(records.iter(), path)?,
@@ -596,7 +591,7 @@ impl RecordIo {
     /// `0 .. 2^24`, or an identity record that disagrees with the images.
     pub fn open(path: &Path) -> Result<RecordIo> {
         let files = Files::locate(path)?;
-        let file = File::open(&files.rec).map_err(|e| Error::io(&files.rec, e))?;
+        let file = crate::files::open_regular(&files.rec)?;
         // SAFETY: a training set is an input that nothing in this workspace writes while it is
         // read; as for every mapped reader, another process truncating the file meanwhile would
         // be outside this contract. The map is only read, and every read is bounds-checked

@@ -521,7 +521,7 @@ impl Shard {
     /// byte offset) for a truncated, corrupted or unknown-version file; [`Error::Record`] for a
     /// record entry that does not fit or whose label disagrees with the identity table.
     pub fn open(path: &Path) -> Result<Shard> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::files::open_regular(path)?;
         // SAFETY: shards are written once under a temporary name and renamed into place, and
         // nothing in this workspace modifies or truncates a finished shard, so the mapped bytes
         // do not change while the map lives. The map is only read, and every read is

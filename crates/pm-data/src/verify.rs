@@ -1,8 +1,11 @@
 //! Whole-dataset verification behind `pm inspect` and `cargo xtask verify`: every record's
 //! checksum, optionally a test decode of every encoded image, and per-shard statistics.
 //!
-//! Opening the dataset already checks headers, index checksums, identity tables and labels
-//! (see [`Dataset::open`]); this pass reads every record once, shards in parallel.
+//! Each shard is opened on its own (header, index checksum, record and identity tables) and a
+//! shard that fails is reported and passed over, so one damaged shard does not hide the state
+//! of the others; then every record of every shard that opened is read once, shards in
+//! parallel, and the cross-shard checks of [`Dataset::open`] (labels against the manifest, one
+//! shard per identity, image counts) run last.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,9 +13,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, MANIFEST_FILE, read_manifest};
 use crate::error::{Error, Result};
-use crate::loader::rgb_record;
+use crate::loader::decode_record;
 use crate::shard::{Shard, Storage};
 
 /// Failures listed per shard; the counts keep going past it.
@@ -39,6 +42,8 @@ pub struct ShardStats {
     pub decode_failures: u64,
     /// The first failures, each naming its record.
     pub failures: Vec<String>,
+    /// Why the shard could not be opened at all (then nothing else of it was checked).
+    pub open_error: Option<String>,
 }
 
 /// What verification found in a dataset.
@@ -59,54 +64,71 @@ pub struct VerifyReport {
     /// Shard files in the folder that the manifest does not list (left by an interrupted
     /// append; safe to delete).
     pub unlisted_files: Vec<String>,
+    /// Why the dataset as a whole does not open (labels, identities, counts), if it does not.
+    pub dataset_error: Option<String>,
 }
 
 impl VerifyReport {
     /// True when no record failed.
     pub fn is_clean(&self) -> bool {
-        self.shards
+        let shards_clean = self
+            .shards
             .iter()
-            .all(|s| s.checksum_failures == 0 && s.decode_failures == 0)
+            .all(|s| s.open_error.is_none() && s.checksum_failures == 0 && s.decode_failures == 0);
+        shards_clean && self.dataset_error.is_none()
     }
 }
 
-/// Opens the dataset at `dir` (all structural checks), then reads every record, checking its
-/// checksum and, with `decode`, that every encoded image decodes to the dataset's size.
+/// Checks the dataset at `dir`: opens each shard the manifest lists (all structural checks),
+/// reads every record of every shard that opens, checking its checksum and, with `decode`,
+/// that every encoded image decodes to the dataset's size, then runs the cross-shard checks.
 ///
-/// Failing records are counted and named in the report, not returned as errors: the report
-/// says how much of the dataset is usable.
+/// Damaged shards and records are counted and named in the report, not returned as errors:
+/// the report says how much of the dataset is usable.
 ///
 /// # Errors
-/// The errors of [`Dataset::open`] (a dataset that cannot be opened at all), and
-/// [`Error::Io`] if the folder cannot be listed.
+/// The manifest cannot be read or parsed, or the folder cannot be listed.
 pub fn verify_dataset(dir: &Path, decode: bool) -> Result<VerifyReport> {
-    let dataset = Dataset::open(dir)?;
-    let manifest = dataset.manifest();
-    let shards: Vec<ShardStats> = (0u32..)
-        .zip(dataset.shards())
-        .zip(&manifest.shards)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|((index, shard), name)| shard_stats(&dataset, index, shard, name, decode))
+    let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
+    let size = (manifest.height, manifest.width);
+    let shards: Vec<ShardStats> = manifest
+        .shards
+        .par_iter()
+        .map(|name| match Shard::open(&dir.join(name)) {
+            Ok(shard) => shard_stats(&shard, name, decode, size),
+            Err(e) => ShardStats::unopened(name, e.to_string()),
+        })
         .collect();
     Ok(VerifyReport {
         root: dir.to_path_buf(),
-        identities: dataset.n_identities(),
-        images: dataset.n_images(),
-        image_size: dataset.image_size(),
+        identities: manifest.identities.len(),
+        images: manifest.n_images,
+        image_size: size,
         decoded: decode,
         shards,
         unlisted_files: unlisted_files(dir, &manifest.shards)?,
+        dataset_error: Dataset::open(dir).err().map(|e| e.to_string()),
     })
 }
 
-fn shard_stats(
-    dataset: &Dataset,
-    index: u32,
-    shard: &Shard,
-    name: &str,
-    decode: bool,
-) -> ShardStats {
+impl ShardStats {
+    fn unopened(name: &str, error: String) -> ShardStats {
+        ShardStats {
+            name: name.to_owned(),
+            storage: Storage::Raw,
+            records: 0,
+            identities: 0,
+            images_per_identity: (0, 0.0, 0),
+            data_bytes: 0,
+            checksum_failures: 0,
+            decode_failures: 0,
+            failures: Vec::new(),
+            open_error: Some(error),
+        }
+    }
+}
+
+fn shard_stats(shard: &Shard, name: &str, decode: bool, size: (u32, u32)) -> ShardStats {
     let counts: Vec<u32> = shard.identities().map(|(_, _, count)| count).collect();
     let min = counts.iter().copied().min().unwrap_or(0);
     let max = counts.iter().copied().max().unwrap_or(0);
@@ -124,13 +146,16 @@ fn shard_stats(
         checksum_failures: 0,
         decode_failures: 0,
         failures: Vec::new(),
+        open_error: None,
     };
 
     for record in 0..shard.len() {
         let failure = match shard.record(record) {
             Err(e) => Some((true, e)),
-            Ok(_) if decode && shard.storage() == Storage::Encoded => {
-                rgb_record(dataset, index, record).err().map(|e| (false, e))
+            Ok(bytes) if decode && shard.storage() == Storage::Encoded => {
+                decode_record(bytes, shard.path(), record, size)
+                    .err()
+                    .map(|e| (false, e))
             }
             Ok(_) => None,
         };
@@ -211,9 +236,20 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         for s in &self.shards {
+            if let Some(error) = &s.open_error {
+                writeln!(f, "  {}: cannot be opened: {error}", s.name)?;
+            }
             for failure in &s.failures {
                 writeln!(f, "  {failure}")?;
             }
+            let more =
+                (s.checksum_failures + s.decode_failures).saturating_sub(s.failures.len() as u64);
+            if more > 0 {
+                writeln!(f, "  {}: {more} more damaged records not listed", s.name)?;
+            }
+        }
+        if let Some(error) = &self.dataset_error {
+            writeln!(f, "  the dataset does not open: {error}")?;
         }
         for name in &self.unlisted_files {
             writeln!(
@@ -221,9 +257,14 @@ impl fmt::Display for VerifyReport {
                 "  {name}: not listed in the manifest (an interrupted append left it)"
             )?;
         }
-        let verdict = match self.is_clean() {
-            true => "every record checked out",
-            false => "some records are damaged (they are skipped in training)",
+        let encoded = self.shards.iter().any(|s| s.storage == Storage::Encoded);
+        let verdict = match (self.is_clean(), self.decoded || !encoded) {
+            (true, true) => "every record checked out",
+            (true, false) => "every checksum checked out (encoded images not decoded: --no-decode)",
+            (false, _) => {
+                "damaged: see above (damaged records are skipped in training; a shard \
+                           that does not open stops it)"
+            }
         };
         write!(f, "{verdict}")
     }

@@ -836,3 +836,60 @@ fn cmyk_jpegs_are_packed_in_their_rgb_colours() {
         );
     }
 }
+
+#[test]
+fn verify_reports_every_damaged_shard_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let ids = [
+        ("a", vec![[200, 0, 0]; 2]),
+        ("b", vec![[0, 200, 0]; 2]),
+        ("c", vec![[0, 0, 200]; 2]),
+    ];
+    pack_tree(dir.path(), "tree", &ids, &out, false).unwrap();
+    // Three shards of one identity each: break the header of the first, a record of the last.
+    let mut first = std::fs::read(out.join("shard-00000.pms")).unwrap();
+    first[20] ^= 0xFF;
+    std::fs::write(out.join("shard-00000.pms"), first).unwrap();
+    corrupt_raw_record(&out.join("shard-00002.pms"), 1);
+
+    let report = pm_data::verify_dataset(&out, true).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.shards.len(), 3);
+    assert!(
+        report.shards[0]
+            .open_error
+            .as_deref()
+            .is_some_and(|e| e.contains("checksum"))
+    );
+    assert!(report.shards[1].open_error.is_none() && report.shards[1].checksum_failures == 0);
+    assert_eq!(
+        report.shards[2].checksum_failures, 1,
+        "the shard after the broken one is read"
+    );
+    assert!(
+        report.dataset_error.is_some(),
+        "a shard that does not open: the dataset does not"
+    );
+    let text = report.to_string();
+    assert!(text.contains("shard-00000.pms: cannot be opened"), "{text}");
+}
+
+#[test]
+fn one_append_at_a_time_and_the_lock_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    pack_tree(dir.path(), "a", &[("a", vec![[1, 2, 3]; 2])], &out, false).unwrap();
+    std::fs::write(out.join(".pm-append.lock"), "12345\n").unwrap();
+    let err = pack_tree(dir.path(), "b", &[("b", vec![[4, 5, 6]; 2])], &out, true).unwrap_err();
+    assert!(err.to_string().contains("lock"), "{err}");
+    assert_eq!(Dataset::open(&out).unwrap().n_identities(), 1);
+
+    std::fs::remove_file(out.join(".pm-append.lock")).unwrap();
+    pack_tree(dir.path(), "c", &[("c", vec![[7, 8, 9]; 2])], &out, true).unwrap();
+    assert!(
+        !out.join(".pm-append.lock").exists(),
+        "released after the append"
+    );
+    assert_eq!(Dataset::open(&out).unwrap().n_identities(), 2);
+}

@@ -261,8 +261,15 @@ fn obsolescence_is_measured_without_changing_the_run() {
         );
         // The encoder moved since the rows were written: they are not all exactly current.
         assert!(o.cosines.iter().any(|&c| c < 0.9999), "{:?}", o.cosines);
-        assert_eq!(o.fresh_rows, 5, "the control takes as many of the batch's 8 fresh rows");
-        assert!((-1.0001..=1.0001).contains(&o.fresh_cos_mean), "{}", o.fresh_cos_mean);
+        assert_eq!(
+            o.fresh_rows, 5,
+            "the control takes as many of the batch's 8 fresh rows"
+        );
+        assert!(
+            (-1.0001..=1.0001).contains(&o.fresh_cos_mean),
+            "{}",
+            o.fresh_cos_mean
+        );
     }
     let untouched = std::fs::read_to_string(plain.join("metrics.jsonl")).unwrap();
     assert!(!untouched.contains("obsolescence"));

@@ -12,8 +12,9 @@ use crate::listfile::read_list_file;
 /// Packs the images named by a list file into a dataset at `out_dir`.
 ///
 /// Identities are the distinct labels of the list, in numeric order when every label is a
-/// whole number (`7` or im2rec's `7.000000`, both named `7`) and in text order otherwise; that
-/// name is what `exclude` matches. Images of one identity keep the list's order. Missing, undecodable or
+/// whole number and in text order otherwise. A label's text is its identity's name (what
+/// `exclude` matches; `006` stays `006`), except that im2rec's `7.000000` is named `7`. A
+/// line repeating an earlier image and label is skipped and reported. Images of one identity keep the list's order. Missing, undecodable or
 /// truncated images are skipped, reported and logged, never fatal.
 ///
 /// # Errors
@@ -26,10 +27,17 @@ pub fn pack_list(list: &Path, out_dir: &Path, config: &PackConfig) -> Result<Pac
 
     let mut by_label: BTreeMap<LabelKey, Vec<PathBuf>> = BTreeMap::new();
     let numeric = entries.iter().all(|e| class_number(&e.label).is_some());
+    let mut seen = std::collections::HashSet::new();
     for entry in entries {
+        if !seen.insert((entry.path.clone(), entry.label.clone())) {
+            let what = format!("line {}: the same image and label again", entry.line);
+            super::skip(&mut report, &entry.path, what);
+            continue;
+        }
+        let name = identity_name(&entry.label);
         let key = match class_number(&entry.label).filter(|_| numeric) {
-            Some(number) => LabelKey::Number(number, number.to_string()),
-            None => LabelKey::Text(entry.label),
+            Some(number) => LabelKey::Number(number, name),
+            None => LabelKey::Text(name),
         };
         by_label.entry(key).or_default().push(entry.path);
     }
@@ -48,6 +56,16 @@ pub fn pack_list(list: &Path, out_dir: &Path, config: &PackConfig) -> Result<Pac
         preprocess: config.preprocess.clone(),
     };
     run_pack(&source, &candidates, out_dir, config, report)
+}
+
+/// The identity name of a label: its text, except that im2rec's float form of a whole number
+/// (`3.000000`) is written as the integer (`3`). Leading zeros (`006`) are kept: names are
+/// what exclusion lists match.
+fn identity_name(label: &str) -> String {
+    match label.contains('.') {
+        true => class_number(label).map_or_else(|| label.to_owned(), |n| n.to_string()),
+        false => label.to_owned(),
+    }
 }
 
 /// A class number written as an integer or an integral float (`3`, `3.000000`, as im2rec

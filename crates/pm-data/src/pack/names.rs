@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] naming the file and line for a
 /// missing column, a short row or an empty name.
 pub fn read_name_list(path: &Path, column: Option<&str>) -> Result<BTreeSet<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text_capped(path, crate::files::MAX_SMALL_TEXT)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let is_content = |line: &&str| !line.trim().is_empty() && !line.trim_start().starts_with('#');
     match column {

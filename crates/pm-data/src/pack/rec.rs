@@ -12,7 +12,7 @@ use image::imageops::FilterType;
 
 use super::{Candidate, PackConfig, PackReport, Source, Stored, apply_exclusions, run_pack};
 use crate::error::{Error, Result};
-use crate::preprocess::{Preprocess, decode};
+use crate::preprocess::{MAX_SIZE, Preprocess, decode};
 use crate::recordio::{RecordIo, RecordIoImage};
 use crate::shard::Storage;
 
@@ -48,6 +48,15 @@ pub fn pack_recordio(
         (None, Some(p)) if p.height > 0 && p.width > 0 => (p.height, p.width),
         _ => first_image_size(&rec)?,
     };
+    let (height, width) = image_size;
+    if height > MAX_SIZE || width > MAX_SIZE {
+        let what = format!(
+            "{}: images of {height}×{width} (from `property` or --size) are beyond the \
+             {MAX_SIZE}×{MAX_SIZE} this packer accepts; pass --size",
+            rec.rec_path().display()
+        );
+        return Err(Error::Config(what));
+    }
     let candidates = class_candidates(&rec);
     let description = rec.rec_path().display().to_string();
     let candidates = apply_exclusions(candidates, config, &description, &mut report)?;
