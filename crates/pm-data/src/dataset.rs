@@ -77,6 +77,12 @@ impl Dataset {
     pub fn open(dir: &Path) -> Result<Dataset> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = read_manifest(&manifest_path)?;
+        let mut names = std::collections::HashSet::with_capacity(manifest.identities.len());
+        if let Some(name) = manifest.identities.iter().find(|n| !names.insert(n.as_str())) {
+            let what = format!("identity `{name}` is listed twice");
+            return Err(manifest_error(&manifest_path, what));
+        }
+        drop(names);
         let shards = open_shards(dir, &manifest, &manifest_path)?;
         let identities = index_identities(&manifest, &shards, &manifest_path)?;
 
