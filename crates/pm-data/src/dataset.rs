@@ -78,7 +78,11 @@ impl Dataset {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = read_manifest(&manifest_path)?;
         let mut names = std::collections::HashSet::with_capacity(manifest.identities.len());
-        if let Some(name) = manifest.identities.iter().find(|n| !names.insert(n.as_str())) {
+        if let Some(name) = manifest
+            .identities
+            .iter()
+            .find(|n| !names.insert(n.as_str()))
+        {
             let what = format!("identity `{name}` is listed twice");
             return Err(manifest_error(&manifest_path, what));
         }

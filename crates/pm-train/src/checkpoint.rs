@@ -2,8 +2,8 @@
 //!
 //! `<run>/checkpoints/step-NNNNNNNN/` holds
 //! - `model.safetensors`: the encoder's variables, BatchNorm running statistics included;
-//! - `state.safetensors`: the prototype memory (`memory.*`) and the momentum buffers
-//!   (`optim.*`);
+//! - `state.safetensors`: the prototype memory (`memory.*`), the momentum buffers
+//!   (`optim.*`) and, with a learned-row head, its rows, momentum and update steps (`head.*`);
 //! - `trainer.json`: the step, the sampler's position and the non-finite streak;
 //! - `config.toml`: the configuration that wrote it (a resume under another one is refused).
 //!

@@ -22,6 +22,9 @@ pub struct TrainConfig {
     /// The prototype memory.
     #[serde(default)]
     pub memory: MemorySection,
+    /// The classifier head: the prototype memory (default) or a learned-row peer.
+    #[serde(default)]
+    pub head: HeadSection,
     /// The margin loss.
     #[serde(default)]
     pub loss: MarginConfig,
@@ -83,6 +86,42 @@ impl Default for MemorySection {
             eviction: Eviction::default(),
             max_age: None,
             prototype: PrototypeConfig::default(),
+        }
+    }
+}
+
+/// Which classifier the margin loss scores against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// The prototype memory of `[memory]` (the method).
+    #[default]
+    PrototypeMemory,
+    /// N learned rows, all in every step's softmax (N: the dataset's identities).
+    FullSoftmax,
+    /// N learned rows; each step all positives and a fraction `sample_rate` of the negatives.
+    PartialFc,
+}
+
+/// The classifier head. The learned-row heads have one row per identity of the dataset, are
+/// trained by SGD with `[optim]`'s momentum, weight decay and learning-rate schedule, and
+/// ignore `[memory]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSection {
+    /// `prototype_memory`, `full_softmax` or `partial_fc`.
+    #[serde(default)]
+    pub kind: HeadKind,
+    /// Partial FC: fraction r in (0, 1] of the negative rows drawn per step.
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: f64,
+}
+
+impl Default for HeadSection {
+    fn default() -> Self {
+        Self {
+            kind: HeadKind::default(),
+            sample_rate: default_sample_rate(),
         }
     }
 }
@@ -169,6 +208,9 @@ const MAX_BATCH: usize = 1 << 16;
 /// Most batches decoded ahead.
 const MAX_PREFETCH: usize = 64;
 
+fn default_sample_rate() -> f64 {
+    0.1
+}
 fn default_obsolescence_rows() -> usize {
     64
 }
@@ -290,6 +332,10 @@ impl TrainConfig {
                     .into(),
             );
         }
+        let rate = self.head.sample_rate;
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(format!("head.sample_rate must be in (0, 1], got {rate}"));
+        }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
             return Err(format!(
                 "optim.weight_decay must be >= 0, got {}",
@@ -363,6 +409,29 @@ mod tests {
         }
         let text = MINIMAL.replace("[run]", "flip_probability = nan\n[run]");
         assert!(TrainConfig::from_toml(&text, Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn the_head_section_defaults_to_the_memory_and_checks_the_rate() {
+        let config = TrainConfig::from_toml(MINIMAL, Path::new("h.toml")).unwrap();
+        assert_eq!(config.head, HeadSection::default());
+        assert_eq!(config.head.kind, HeadKind::PrototypeMemory);
+        let text = format!("{MINIMAL}[head]\nkind = \"partial_fc\"\nsample_rate = 0.25\n");
+        let config = TrainConfig::from_toml(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(
+            (config.head.kind, config.head.sample_rate),
+            (HeadKind::PartialFc, 0.25)
+        );
+        for bad in [
+            "sample_rate = 0.0",
+            "sample_rate = 1.5",
+            "sample_rate = nan",
+            "kind = \"fc\"",
+        ] {
+            let text = format!("{MINIMAL}[head]\n{bad}\n");
+            let err = TrainConfig::from_toml(&text, Path::new("h.toml")).unwrap_err();
+            assert!(err.to_string().contains("h.toml"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -179,6 +179,7 @@ fn train_config(config: &DemoConfig, dataset: &Path, size: usize) -> TrainConfig
             capacity: config.memory_capacity,
             ..MemorySection::default()
         },
+        head: crate::HeadSection::default(),
         loss: pm_loss::MarginConfig::default(),
         optim: OptimSection {
             steps: config.steps,

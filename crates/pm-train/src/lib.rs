@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 pub mod demo;
 mod error;
+mod head;
 mod metrics;
 mod obsolescence;
 pub mod plot;
@@ -13,7 +14,10 @@ mod sgd;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, latest_checkpoint};
-pub use config::{DataSection, MemorySection, OptimSection, RunSection, Schedule, TrainConfig};
+pub use config::{
+    DataSection, HeadKind, HeadSection, MemorySection, OptimSection, RunSection, Schedule,
+    TrainConfig,
+};
 pub use error::{Error, Result};
 pub use metrics::StepMetrics;
 pub use obsolescence::Obsolescence;

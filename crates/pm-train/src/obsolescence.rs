@@ -21,6 +21,11 @@
 //! images are embedded after it, so `p_c` is what the memory would store if `c` came back now.
 //! The measurement changes nothing: no BatchNorm statistics (inference mode), no sampler draw,
 //! no trainer randomness, so a run with it is bit-identical to one without.
+//!
+//! With a learned-row head (`[head] kind = "full_softmax"` or `"partial_fc"`), S is drawn
+//! from the rows the loss used as stored rows (every row, or Partial FC's drawn negatives) by
+//! [`choose`], w_s is the row's last update step, r_s the row normalised, and the control F is
+//! the batch's mean prototypes ([`sample_rows`]); the rows are copied before their update.
 
 use candle_core::{Device, ModuleT, Tensor};
 use pm_data::{Dataset, Pick, SplitMix64, assemble};
@@ -78,16 +83,7 @@ pub(crate) fn sample(
     step: u64,
 ) -> Pending {
     let dim = memory.config().dim;
-    let fresh_rows: Vec<Vec<f32>> = fresh
-        .chunks_exact(dim.max(1))
-        .take(rows)
-        .map(<[f32]>::to_vec)
-        .collect();
-    let fresh_identities = batch_identities
-        .iter()
-        .take(fresh_rows.len())
-        .map(|&i| i as u32)
-        .collect();
+    let (fresh_identities, fresh_rows) = control(batch_identities, fresh, dim, rows);
     let mut slots = used_slots.to_vec();
     SplitMix64::from_keys(&[0x0B50_1E5C, step]).shuffle(&mut slots);
     slots.truncate(rows);
@@ -110,6 +106,58 @@ pub(crate) fn sample(
         fresh_identities,
         fresh_rows,
     }
+}
+
+/// Which of `candidates` stored rows a measurement at `step` takes: up to `rows` indices,
+/// chosen by the same seed of the step as [`sample`], ascending.
+pub(crate) fn choose(candidates: usize, rows: usize, step: u64) -> Vec<usize> {
+    let mut chosen: Vec<usize> = (0..candidates).collect();
+    SplitMix64::from_keys(&[0x0B50_1E5C, step]).shuffle(&mut chosen);
+    chosen.truncate(rows);
+    chosen.sort_unstable();
+    chosen
+}
+
+/// [`sample`] for rows that do not live in a prototype memory (a learned head's): the chosen
+/// rows (`identities`, `stored` rows of any norm, normalised here, and their `ages`), and up to
+/// `rows` of the step's fresh prototypes as the control.
+pub(crate) fn sample_rows(
+    (identities, stored, ages): (Vec<u32>, Vec<Vec<f32>>, Vec<u64>),
+    (batch_identities, fresh): (&[u64], &[f32]),
+    dim: usize,
+    rows: usize,
+    step: u64,
+) -> Pending {
+    let (fresh_identities, fresh_rows) = control(batch_identities, fresh, dim, rows);
+    let stored = stored.iter().map(|row| unit(row)).collect();
+    Pending {
+        step,
+        identities,
+        rows: stored,
+        ages,
+        fresh_identities,
+        fresh_rows,
+    }
+}
+
+/// Up to `rows` of the step's fresh prototypes (`[P, d]` row-major) with their identities.
+fn control(
+    batch_identities: &[u64],
+    fresh: &[f32],
+    dim: usize,
+    rows: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let fresh_rows: Vec<Vec<f32>> = fresh
+        .chunks_exact(dim.max(1))
+        .take(rows)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let fresh_identities = batch_identities
+        .iter()
+        .take(fresh_rows.len())
+        .map(|&i| i as u32)
+        .collect();
+    (fresh_identities, fresh_rows)
 }
 
 /// Embeds the sampled identities with the current encoder and compares.
@@ -191,9 +239,12 @@ fn unit_mean(rows: &[Vec<f32>]) -> Vec<f32> {
     for row in rows {
         mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
     }
-    let norm = dot(&mean, &mean).sqrt().max(1e-12);
-    mean.iter_mut().for_each(|m| *m /= norm);
-    mean
+    unit(&mean)
+}
+
+fn unit(row: &[f32]) -> Vec<f32> {
+    let norm = dot(row, row).sqrt().max(1e-12);
+    row.iter().map(|v| v / norm).collect()
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -234,6 +285,20 @@ mod tests {
         assert!((o.cos_mean - 0.55).abs() < 1e-6);
         assert!((o.cos_p10 - 0.1).abs() < 1e-6, "{}", o.cos_p10);
         assert!((o.cos_p50 - 0.7).abs() < 1e-6 || (o.cos_p50 - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn learned_rows_are_chosen_by_the_step_and_normalised() {
+        let chosen = choose(10, 4, 3);
+        assert_eq!(chosen, choose(10, 4, 3));
+        assert_eq!(chosen.len(), 4);
+        assert!(chosen.windows(2).all(|w| w[0] < w[1]) && chosen.iter().all(|&i| i < 10));
+        assert_eq!(choose(3, 4, 3), [0, 1, 2]);
+        let stored = (vec![5], vec![vec![3.0, 4.0]], vec![2]);
+        let pending = sample_rows(stored, (&[1, 2], &[1.0, 0.0, 0.0, 1.0]), 2, 1, 9);
+        assert_eq!(pending.rows, [vec![0.6, 0.8]]);
+        assert_eq!((pending.identities, pending.ages), (vec![5], vec![2]));
+        assert_eq!(pending.fresh_identities, [1]);
     }
 
     #[test]

@@ -16,8 +16,22 @@ pub struct Series {
     pub label: String,
     /// (x, y) points in drawing order.
     pub points: Vec<(f64, f64)>,
-    /// Dashed instead of solid.
-    pub dashed: bool,
+    /// Index into the palette (series of one run share a colour).
+    pub colour: usize,
+    /// Line style (statistics of one run differ by style).
+    pub dash: Dash,
+}
+
+/// Line style of a series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dash {
+    /// A solid line.
+    #[default]
+    Solid,
+    /// Long dashes.
+    Dashed,
+    /// Dots.
+    Dotted,
 }
 
 /// One chart: a title, axis labels and its series.
@@ -35,6 +49,8 @@ pub struct Panel {
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 330.0;
+/// Height of one legend line, below the panel.
+const LEGEND_ROW: f64 = 17.0;
 const MARGIN: (f64, f64, f64, f64) = (62.0, 20.0, 40.0, 48.0); // left, right, top, bottom
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#7f7f7f",
@@ -43,7 +59,8 @@ const COLOURS: [&str; 8] = [
 /// Renders panels side by side under a title.
 pub fn svg(title: &str, panels: &[Panel]) -> String {
     let width = PANEL_W * panels.len().max(1) as f64;
-    let height = PANEL_H + 30.0;
+    let legend_rows = panels.iter().map(|p| p.series.len()).max().unwrap_or(0);
+    let height = PANEL_H + 30.0 + LEGEND_ROW * legend_rows as f64 + 8.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -124,24 +141,24 @@ fn draw_panel(out: &mut String, panel: &Panel, x0: f64, y0: f64) {
     );
 
     for (i, series) in panel.series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = COLOURS[series.colour % COLOURS.len()];
         let path: Vec<String> = series
             .points
             .iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
-        let dash = if series.dashed {
-            r#" stroke-dasharray="5,4""#
-        } else {
-            ""
+        let dash = match series.dash {
+            Dash::Solid => "",
+            Dash::Dashed => r#" stroke-dasharray="6,4""#,
+            Dash::Dotted => r#" stroke-dasharray="1.5,3""#,
         };
         let _ = writeln!(
             out,
             r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.8"{dash}/>"#,
             path.join(" ")
         );
-        let ky = py + 16.0 + 16.0 * i as f64;
+        let ky = y0 + PANEL_H + LEGEND_ROW * i as f64;
         let _ = writeln!(
             out,
             r#"<line x1="{}" y1="{ky}" x2="{}" y2="{ky}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
@@ -247,21 +264,30 @@ pub fn obsolescence_chart(runs: &[(String, PathBuf)]) -> Result<String> {
                 .map(|o| (o.step as f64, f(o)))
                 .collect::<Vec<_>>()
         };
-        cosine.push(Series {
-            label: format!("{name}: mean"),
-            points: points(|o| o.cos_mean),
-            dashed: false,
-        });
-        cosine.push(Series {
-            label: format!("{name}: 10th pct"),
-            points: points(|o| o.cos_p10),
-            dashed: true,
-        });
-        age.push(Series {
-            label: name.clone(),
-            points: points(|o| o.age_mean),
-            dashed: false,
-        });
+        let colour = age.len();
+        let series = |label: String, points, dash| Series {
+            label,
+            points,
+            colour,
+            dash,
+        };
+        cosine.push(series(
+            format!("{name}: stored, mean"),
+            points(|o| o.cos_mean),
+            Dash::Solid,
+        ));
+        cosine.push(series(
+            format!("{name}: stored, 10th pct"),
+            points(|o| o.cos_p10),
+            Dash::Dashed,
+        ));
+        let fresh = points(|o| o.fresh_cos_mean);
+        cosine.push(series(
+            format!("{name}: fresh rows (age 0)"),
+            fresh,
+            Dash::Dotted,
+        ));
+        age.push(series(name.clone(), points(|o| o.age_mean), Dash::Solid));
     }
     let panels = [
         Panel {
@@ -302,12 +328,14 @@ mod tests {
                 Series {
                     label: "one".into(),
                     points: vec![(0.0, 1.0), (1.0, 2.0)],
-                    dashed: false,
+                    colour: 0,
+                    dash: Dash::Solid,
                 },
                 Series {
                     label: "two".into(),
                     points: vec![(0.0, f64::NAN), (1.0, 0.5)],
-                    dashed: true,
+                    colour: 1,
+                    dash: Dash::Dashed,
                 },
             ],
         };

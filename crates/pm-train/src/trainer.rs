@@ -8,6 +8,8 @@
 //! cos = z·Wᵀ [B,C] ─margin softmax CE→ loss   (target of image i: column i / K)
 //! backward, SGD step; then memory.update(identities, fresh)   (after the step: see CANDLE.md)
 //! ```
+//! With `[head] kind = "full_softmax"` or `"partial_fc"` the classifier is a learned-row head
+//! instead of the memory (see [`crate::head`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Schedule, TrainConfig};
+use crate::head::LearnedHead;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::obsolescence::{self, Obsolescence};
 use crate::sgd::SgdMomentum;
@@ -70,31 +73,33 @@ pub struct TrainSummary {
 
 /// A training run.
 pub struct Trainer {
-    config: TrainConfig,
-    device: Device,
-    dataset: Arc<Dataset>,
+    pub(crate) config: TrainConfig,
+    pub(crate) device: Device,
+    pub(crate) dataset: Arc<Dataset>,
     varmap: VarMap,
-    encoder: Encoder,
-    optimizer: SgdMomentum,
+    pub(crate) encoder: Encoder,
+    pub(crate) optimizer: SgdMomentum,
     memory: PrototypeMemory,
-    loss: MarginLoss,
+    /// A learned-row head, or `None` for the prototype memory.
+    head: Option<LearnedHead>,
+    pub(crate) loss: MarginLoss,
     sampler: PkSampler,
-    step: u64,
-    nonfinite_in_row: usize,
+    pub(crate) step: u64,
+    pub(crate) nonfinite_in_row: usize,
     resumed_from: u64,
 }
 
 /// What one step measured.
 #[derive(Default)]
-struct StepOutcome {
-    loss: Option<f64>,
-    correct: usize,
+pub(crate) struct StepOutcome {
+    pub(crate) loss: Option<f64>,
+    pub(crate) correct: usize,
     /// Images that took the loss (the queries of an exemplar/query split, else all).
-    scored: usize,
-    classes: usize,
-    ages: Vec<u64>,
-    stats: pm_memory::UpdateStats,
-    obsolescence: Option<Obsolescence>,
+    pub(crate) scored: usize,
+    pub(crate) classes: usize,
+    pub(crate) ages: Vec<u64>,
+    pub(crate) stats: pm_memory::UpdateStats,
+    pub(crate) obsolescence: Option<Obsolescence>,
 }
 
 impl Trainer {
@@ -123,8 +128,10 @@ impl Trainer {
             config.optim.weight_decay,
         );
         let sampler = PkSampler::new(sampler_config(&config), identity_counts(&dataset)?)?;
+        let head = LearnedHead::new(&config, dataset.n_identities(), &device)?;
         let mut trainer = Self {
             memory: PrototypeMemory::new(config.memory_config())?,
+            head,
             loss: MarginLoss::new(config.loss.clone())?,
             config,
             device,
@@ -169,6 +176,9 @@ impl Trainer {
                 what: e.to_string(),
             })?;
         self.optimizer.restore(&loaded.state)?;
+        if let Some(head) = &mut self.head {
+            head.restore(&loaded.state, &dir)?;
+        }
         self.sampler.restore(loaded.checkpoint.sampler)?;
         self.step = loaded.checkpoint.step;
         self.nonfinite_in_row = loaded.checkpoint.nonfinite_in_row;
@@ -241,8 +251,20 @@ impl Trainer {
         })
     }
 
-    /// One optimisation step and the memory update that follows it.
+    /// One optimisation step with the configured head.
     fn train_step(&mut self, batch: &Batch) -> Result<StepOutcome> {
+        match self.head.take() {
+            None => self.memory_step(batch),
+            Some(mut head) => {
+                let outcome = self.learned_step(&mut head, batch);
+                self.head = Some(head);
+                outcome
+            }
+        }
+    }
+
+    /// One optimisation step and the memory update that follows it.
+    fn memory_step(&mut self, batch: &Batch) -> Result<StepOutcome> {
         let k = batch.images_per_identity;
         let [b, c, h, w] = batch.shape;
         let images = Tensor::from_slice(&batch.images, (b, c, h, w), &self.device)?;
@@ -269,7 +291,7 @@ impl Trainer {
 
         // A non-finite loss skips the step (no update of weights or memory).
         if !loss_value.is_finite() {
-            return self.skip_step(loss_value);
+            return self.skip_step(loss_value, "loss");
         }
         self.nonfinite_in_row = 0;
         let grads = loss.backward()?;
@@ -338,13 +360,13 @@ impl Trainer {
         }
     }
 
-    fn skip_step(&mut self, loss_value: f64) -> Result<StepOutcome> {
+    pub(crate) fn skip_step(&mut self, loss_value: f64, what: &str) -> Result<StepOutcome> {
         self.nonfinite_in_row += 1;
         tracing::warn!(
             step = self.step,
             loss = loss_value,
             in_row = self.nonfinite_in_row,
-            "non-finite loss; step skipped"
+            "non-finite {what}; step skipped"
         );
         if self.nonfinite_in_row >= self.config.optim.max_nonfinite_in_row {
             return Err(Error::Diverged(self.nonfinite_in_row));
@@ -372,6 +394,9 @@ impl Trainer {
     fn save_checkpoint(&self) -> Result<()> {
         let mut state = self.memory.to_tensors()?;
         state.extend(self.optimizer.state());
+        if let Some(head) = &self.head {
+            state.extend(head.state()?);
+        }
         let checkpoint = Checkpoint {
             step: self.step,
             sampler: self.sampler.state(),
@@ -491,7 +516,7 @@ fn hardest_negatives(cosines: &Tensor, targets: &[u32]) -> Result<Vec<usize>> {
         .collect())
 }
 
-fn correct_predictions(cosines: &Tensor, targets: &[u32]) -> Result<usize> {
+pub(crate) fn correct_predictions(cosines: &Tensor, targets: &[u32]) -> Result<usize> {
     let predicted = cosines.detach().argmax(D::Minus1)?.to_vec1::<u32>()?;
     Ok(predicted
         .iter()
@@ -602,6 +627,7 @@ fn check_same_run(config: &TrainConfig, checkpoint_dir: &Path) -> Result<()> {
         ("data", a.data != b.data),
         ("model", a.model != b.model),
         ("memory", a.memory != b.memory),
+        ("head", a.head != b.head),
         ("loss", a.loss != b.loss),
         ("optim", a.optim != b.optim),
         ("run", a.run != b.run),

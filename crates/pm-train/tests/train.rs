@@ -274,3 +274,144 @@ fn obsolescence_is_measured_without_changing_the_run() {
     let untouched = std::fs::read_to_string(plain.join("metrics.jsonl")).unwrap();
     assert!(!untouched.contains("obsolescence"));
 }
+
+fn head_config(data: &Path, run: &Path, steps: u64, kind: pm_train::HeadKind) -> TrainConfig {
+    let mut config = config(data, run, steps, 16);
+    config.head.kind = kind;
+    config.head.sample_rate = 0.2;
+    config
+}
+
+fn metric_lines(run: &Path) -> Vec<pm_train::StepMetrics> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every tensor of a checkpoint's `state.safetensors`, as f64.
+fn state(run: &Path, step: u64) -> HashMap<String, Vec<f64>> {
+    let path = run.join(format!("checkpoints/step-{step:08}/state.safetensors"));
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.flatten_all().unwrap();
+            (
+                name,
+                t.to_dtype(candle_core::DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_learned_head_trains_with_either_margin() {
+    use pm_train::HeadKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 30, 3);
+    let cases = [
+        (HeadKind::FullSoftmax, pm_loss::Margin::CosFace, 30),
+        (HeadKind::PartialFc, pm_loss::Margin::ArcFace, 8 + 5),
+        (HeadKind::PartialFc, pm_loss::Margin::CosFace, 8 + 5),
+    ];
+    for (i, (kind, margin, classes)) in cases.into_iter().enumerate() {
+        let run = dir.path().join(format!("run-{i}"));
+        let mut config = head_config(&data, &run, 10, kind);
+        config.loss.kind = margin;
+        config.run.obsolescence_every = 5;
+        config.run.obsolescence_rows = 4;
+        Trainer::new(config, false)
+            .unwrap()
+            .run(&mut NoProgress, None)
+            .unwrap();
+
+        let lines = metric_lines(&run);
+        assert_eq!(lines.len(), 10, "{kind:?}");
+        let losses: Vec<f64> = lines.iter().map(|m| m.loss).collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{kind:?}: {losses:?}");
+        // 8 distinct positives of 30 classes; Partial FC draws ⌈0.2 · 22⌉ = 5 negatives.
+        assert!(
+            lines.iter().all(|m| m.classes_in_softmax == classes),
+            "{kind:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|m| m.memory_rows == 0 && m.skipped_steps == 0)
+        );
+        if kind == HeadKind::FullSoftmax {
+            let early = losses[..3].iter().sum::<f64>() / 3.0;
+            let late = losses[7..].iter().sum::<f64>() / 3.0;
+            assert!(late < early, "full softmax loss did not fall: {losses:?}");
+            // Every row is updated every step: one step old when used.
+            assert!(lines[1..].iter().all(|m| m.max_row_age == 1), "{lines:?}");
+        }
+
+        let found: Vec<&pm_train::Obsolescence> = lines
+            .iter()
+            .filter_map(|l| l.obsolescence.as_ref())
+            .collect();
+        assert_eq!(found.iter().map(|o| o.step).collect::<Vec<_>>(), [5, 10]);
+        for o in found {
+            assert_eq!((o.rows, o.fresh_rows), (4, 4), "{kind:?}");
+            assert!(
+                o.ages.iter().all(|&a| (1..=o.step).contains(&a)),
+                "{:?}",
+                o.ages
+            );
+            assert!(o.cosines.iter().all(|c| (-1.0001..=1.0001).contains(c)));
+        }
+    }
+}
+
+#[test]
+fn a_resumed_partial_fc_run_matches_the_uninterrupted_run_exactly() {
+    use pm_train::HeadKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 30, 3);
+
+    let straight = dir.path().join("straight");
+    let config = |run: &Path| head_config(&data, run, 12, HeadKind::PartialFc);
+    Trainer::new(config(&straight), false)
+        .unwrap()
+        .run(&mut NoProgress, None)
+        .unwrap();
+
+    let interrupted = dir.path().join("interrupted");
+    Trainer::new(config(&interrupted), false)
+        .unwrap()
+        .run(&mut NoProgress, Some(7))
+        .unwrap();
+    let mut second = Trainer::new(config(&interrupted), true).unwrap();
+    assert_eq!(second.step(), 7);
+    let summary = second.run(&mut NoProgress, None).unwrap();
+    assert_eq!((summary.resumed_from, summary.steps), (7, 12));
+
+    assert_same(&weights(&straight), &weights(&interrupted));
+    let (a, b) = (state(&straight, 12), state(&interrupted, 12));
+    assert!(a.contains_key("head.weights") && a.contains_key("head.last_update_step"));
+    assert_eq!(a.len(), b.len());
+    for (name, values) in &a {
+        assert!(values == &b[name], "{name} differs after resume");
+    }
+    let steps: Vec<u64> = metric_lines(&interrupted).iter().map(|m| m.step).collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+    // Unsampled rows kept their update step: some rows were last updated before step 12.
+    let last = &a["head.last_update_step"];
+    assert!(
+        last.iter().any(|&s| s < 12.0) && last.contains(&12.0),
+        "{last:?}"
+    );
+
+    // A checkpoint of another head kind is refused.
+    let mut other = config(&interrupted);
+    other.head.kind = HeadKind::FullSoftmax;
+    other.optim.steps = 20;
+    let err = Trainer::new(other, true).err().expect("must refuse");
+    assert!(err.to_string().contains("[head]"), "{err}");
+}
