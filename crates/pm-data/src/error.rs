@@ -1,7 +1,7 @@
 //! The one error type of `pm-data`: every variant says which file, which record and what was
 //! expected, so a user can find the bad input without a debugger.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while packing, reading or sampling face records.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,36 @@ impl Error {
             source,
         }
     }
+}
+
+/// An [`Error::Format`] at byte `offset` of `path`.
+pub(crate) fn format_error(path: &Path, offset: u64, what: impl Into<String>) -> Error {
+    let (path, what) = (path.to_path_buf(), what.into());
+    Error::Format { path, offset, what }
+}
+
+/// An [`Error::Record`] about record `record` of `path`.
+pub(crate) fn record_error(path: &Path, record: u64, what: impl Into<String>) -> Error {
+    let (path, what) = (path.to_path_buf(), what.into());
+    Error::Record { path, record, what }
+}
+
+/// An [`Error::Parse`] at 1-based line `line` of `path`.
+pub(crate) fn parse_error(path: &Path, line: usize, what: impl Into<String>) -> Error {
+    let (path, what) = (path.to_path_buf(), what.into());
+    Error::Parse { path, line, what }
+}
+
+/// The little-endian `u32` at `offset`, if the bytes hold it.
+pub(crate) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+    let field = bytes.get(offset..offset.checked_add(4)?)?;
+    Some(u32::from_le_bytes(field.try_into().ok()?))
+}
+
+/// The little-endian `u64` at `offset`, if the bytes hold it.
+pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+    let field = bytes.get(offset..offset.checked_add(8)?)?;
+    Some(u64::from_le_bytes(field.try_into().ok()?))
 }
 
 /// Result with [`Error`].

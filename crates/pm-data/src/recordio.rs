@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, format_error, parse_error, read_u32, record_error};
 
 mod chunks;
 
@@ -156,26 +156,6 @@ struct IdxEntry {
     offset: u64,
     line: usize,
     line_start: u64,
-}
-
-fn format_error(path: &Path, offset: u64, what: impl Into<String>) -> Error {
-    let (path, what) = (path.to_path_buf(), what.into());
-    Error::Format { path, offset, what }
-}
-
-fn record_error(path: &Path, record: u64, what: impl Into<String>) -> Error {
-    let (path, what) = (path.to_path_buf(), what.into());
-    Error::Record { path, record, what }
-}
-
-fn parse_error(path: &Path, line: usize, what: impl Into<String>) -> Error {
-    let (path, what) = (path.to_path_buf(), what.into());
-    Error::Parse { path, line, what }
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
 }
 
 fn read_f32(bytes: &[u8], offset: usize) -> Option<f32> {

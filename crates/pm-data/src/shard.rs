@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, format_error, read_u32, read_u64, record_error};
 
 pub use writer::ShardWriter;
 
@@ -109,26 +109,6 @@ struct Header {
     data_len: u64,
     index_offset: u64,
     index_len: u64,
-}
-
-fn format_error(path: &Path, offset: u64, what: impl Into<String>) -> Error {
-    let (path, what) = (path.to_path_buf(), what.into());
-    Error::Format { path, offset, what }
-}
-
-fn record_error(path: &Path, record: u64, what: impl Into<String>) -> Error {
-    let (path, what) = (path.to_path_buf(), what.into());
-    Error::Record { path, record, what }
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    let field = bytes.get(offset..offset.checked_add(8)?)?;
-    Some(u64::from_le_bytes(field.try_into().ok()?))
 }
 
 /// Little-endian fields of a file, read with bounds checks; a short read is a format error.
