@@ -5,9 +5,10 @@
 //! fresh prototypes). Rows, each timed in the same run, best of a few interleaved rounds:
 //! ```text
 //! matmul        candle z[B,d] · wᵀ[d,M]                       the reference (ratio 1)
-//! unfused       candle cosine_logits + MarginLoss + backward    grad to z only
+//! gemm          the same product with the gemm crate into a reused buffer (no allocation)
 //! fused R=0     FusedMarginCe::forward_backward, rows_with_grad = 0
 //! fused R=256   the same with grad_w for the first 256 rows
+//! unfused       candle cosine_logits + MarginLoss + backward    grad to z only (M ≤ 10^5)
 //! ```
 //! The GFLOP/s column counts 2·B·d·M per product: one for the matmul, two for the fused rows
 //! (logits, weighted sum of rows; plus 4·B·d·R for grad_w) and for the unfused head (logits,
@@ -57,6 +58,41 @@ fn unit_rows(n: usize, seed: u64) -> Vec<f32> {
     rows
 }
 
+/// `out[B, M] = z[B, D] · w[M, D]ᵀ` with the gemm crate (candle's CPU kernel) on all rayon
+/// threads, without allocating: how fast the bare product can be, next to candle's matmul,
+/// which also allocates and zero-fills its `[B, M]` output every call.
+fn product_into(out: &mut [f32], z: &[f32], w: &[f32]) {
+    let m = w.len() / D;
+    assert!(z.len() == B * D && w.len() == m * D && out.len() == B * m);
+    // SAFETY: the assertion bounds every access: `z` is read as B rows of D contiguous values,
+    // `w` as m rows of D (the transposed view reads w[j·D + k]), and `out` is written as B
+    // contiguous rows of m values; `out` is a unique borrow, disjoint from both inputs.
+    unsafe {
+        gemm::gemm(
+            B,
+            m,
+            D,
+            out.as_mut_ptr(),
+            1,
+            m as isize,
+            false,
+            z.as_ptr(),
+            1,
+            D as isize,
+            w.as_ptr(),
+            D as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+    std::hint::black_box(out);
+}
+
 /// One row of the table: a name, the products it does (in B·d·M units) and a step to time.
 struct Row<'a> {
     name: &'static str,
@@ -89,7 +125,7 @@ fn main() -> Result<()> {
         "", "", "", "", ""
     );
 
-    let mut sizes = vec![30_000];
+    let mut sizes = vec![10_000, 100_000];
     if large {
         sizes.push(1_000_000);
     }
@@ -112,6 +148,7 @@ fn measure(m: usize, config: &FusedConfig, min_time: Duration) -> Result<()> {
     let grad_rows = 256;
 
     let (z_ref, w_ref) = (z_t.clone(), w_t.clone());
+    let (z_rows, w_rows) = (&z, &w);
     let mut rows = vec![Row {
         name: "candle matmul z·wᵀ (reference)",
         products: 1.0,
@@ -120,20 +157,12 @@ fn measure(m: usize, config: &FusedConfig, min_time: Duration) -> Result<()> {
             std::hint::black_box(cosines);
         }),
     }];
-    // The unfused head at 10^6 rows needs about 17 GB for its forward alone.
-    if m <= 1 {
-        let z_var = Var::from_tensor(&z_t)?;
-        let targets = targets.clone();
-        rows.push(Row {
-            name: "unfused candle head fwd+bwd",
-            products: 2.0,
-            step: Box::new(move || {
-                let cosines = cosine_logits(z_var.as_tensor(), &w_t).expect("[B,d]·[d,M]");
-                let loss = margin.forward(&cosines, &targets).expect("targets < M");
-                std::hint::black_box(loss.backward().expect("differentiable"));
-            }),
-        });
-    }
+    let mut out = vec![0f32; B * m];
+    rows.push(Row {
+        name: "gemm z·wᵀ into a reused buffer",
+        products: 1.0,
+        step: Box::new(move || product_into(&mut out, z_rows, w_rows)),
+    });
     for (name, r) in [
         ("fused fwd+bwd, R = 0", 0),
         ("fused fwd+bwd, R = 256", grad_rows),
@@ -149,6 +178,21 @@ fn measure(m: usize, config: &FusedConfig, min_time: Duration) -> Result<()> {
         });
     }
 
+    // Last in each round: it allocates and frees gigabytes, which would slow the next row.
+    // At 10^6 rows it needs about 17 GB for its forward alone.
+    if m <= 100_000 {
+        let z_var = Var::from_tensor(&z_t)?;
+        let targets = targets.clone();
+        rows.push(Row {
+            name: "unfused candle head fwd+bwd",
+            products: 2.0,
+            step: Box::new(move || {
+                let cosines = cosine_logits(z_var.as_tensor(), &w_t).expect("[B,d]·[d,M]");
+                let loss = margin.forward(&cosines, &targets).expect("targets < M");
+                std::hint::black_box(loss.backward().expect("differentiable"));
+            }),
+        });
+    }
     let mut best = vec![Duration::MAX; rows.len()];
     for _ in 0..ROUNDS {
         for (row, best) in rows.iter_mut().zip(&mut best) {

@@ -71,7 +71,7 @@ fn default_tile_columns() -> usize {
 }
 
 fn default_block_rows() -> usize {
-    128
+    256
 }
 
 impl Default for FusedConfig {
@@ -230,25 +230,25 @@ impl FusedMarginCe {
         let tiles_per_chunk = tiles.div_ceil(wanted.clamp(1, tiles));
         let chunks = tiles.div_ceil(tiles_per_chunk);
 
-        let tasks: Vec<(usize, usize)> = (0..row_blocks)
-            .flat_map(|b| (0..chunks).map(move |c| (b, c)))
-            .collect();
-        let partials: Vec<Partial> = tasks
-            .par_iter()
-            .map(|&(b, c)| {
+        // Row blocks × column chunks on the pool; each block's chunks merge as they finish.
+        let blocks: Vec<Partial> = (0..row_blocks)
+            .into_par_iter()
+            .map(|b| {
                 let rows = b * block..((b + 1) * block).min(dims.batch);
-                let first = c * tiles_per_chunk * tile;
-                let columns = first..(first + tiles_per_chunk * tile).min(dims.rows);
-                self.scan(z, w, dims.dim, rows, columns, targets, terms)
+                (0..chunks)
+                    .into_par_iter()
+                    .map(|c| {
+                        let first = c * tiles_per_chunk * tile;
+                        let columns = first..(first + tiles_per_chunk * tile).min(dims.rows);
+                        self.scan(z, w, dims.dim, rows.clone(), columns, targets, terms)
+                    })
+                    .reduce_with(|mut left, right| {
+                        left.merge(&right);
+                        left
+                    })
+                    .expect("chunks ≥ 1: every call has at least one weight row")
             })
             .collect();
-
-        let mut blocks = Vec::with_capacity(row_blocks);
-        for block_parts in partials.chunks(chunks) {
-            let mut merged = block_parts[0].clone();
-            block_parts[1..].iter().for_each(|p| merged.merge(p));
-            blocks.push(merged);
-        }
         Partial::concat(blocks)
     }
 
@@ -388,7 +388,7 @@ impl Dims {
                 "fused margin loss needs d > 0 and a non-empty batch, got d = {d}, {batch} targets"
             )));
         }
-        if z.len() != batch * d {
+        if batch.checked_mul(d) != Some(z.len()) {
             return Err(Error::Invalid(format!(
                 "z has {} values, expected {batch} targets × d = {d}",
                 z.len()
@@ -426,7 +426,7 @@ impl Dims {
 
 /// Online softmax state of `n` batch rows: running max, sum of `exp(l − max)` and weighted
 /// sum `[n, d]` of the non-target weight rows.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Partial {
     max: Vec<f32>,
     sum: Vec<f64>,
@@ -540,9 +540,8 @@ const LANES: usize = 8;
 
 /// The largest value; `−∞` for an empty slice.
 fn max_of(xs: &[f32]) -> f32 {
+    let (chunks, tail) = xs.as_chunks::<LANES>();
     let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
     for chunk in chunks {
         for (l, &x) in lanes.iter_mut().zip(chunk) {
             *l = if x > *l { x } else { *l };
@@ -554,16 +553,16 @@ fn max_of(xs: &[f32]) -> f32 {
 
 /// `x ← exp(x − shift)` for every value; returns their sum.
 fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
+    let (chunks, tail) = xs.as_chunks_mut::<LANES>();
     let mut lanes = [0f32; LANES];
-    let mut chunks = xs.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
+    for chunk in chunks {
         for (l, x) in lanes.iter_mut().zip(chunk) {
             *x = fast_exp(*x - shift);
             *l += *x;
         }
     }
     let mut total: f32 = lanes.iter().sum();
-    for x in chunks.into_remainder() {
+    for x in tail {
         *x = fast_exp(*x - shift);
         total += *x;
     }
