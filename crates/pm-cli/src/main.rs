@@ -17,6 +17,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pm_train::demo::{DemoConfig, run_demo};
+use pm_train::scale::{ScaleConfig, run_scale};
 use pm_train::{TrainConfig, Trainer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -83,9 +84,56 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Benchmarks that write a table and a chart.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+/// Benchmarks of `pm bench`.
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Step time and peak memory of the classifier heads for N identities (each case runs in
+    /// a child process of this binary); writes `scale.md` and `scale.svg`.
+    Scale {
+        /// Numbers of identities N, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = ScaleConfig::default().identities)]
+        identities: Vec<u64>,
+        /// Prototype Memory sizes M, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = ScaleConfig::default().memory_sizes)]
+        memory_sizes: Vec<usize>,
+        /// Batch size B.
+        #[arg(long, default_value_t = ScaleConfig::default().batch)]
+        batch: usize,
+        /// Embedding dimension d.
+        #[arg(long, default_value_t = ScaleConfig::default().dim)]
+        dim: usize,
+        /// Timed steps per case (after one warm-up step).
+        #[arg(long, default_value_t = ScaleConfig::default().steps)]
+        steps: usize,
+        /// Skip cases estimated above this many GiB (default: 80% of RAM, at most what is free).
+        #[arg(long)]
+        memory_budget_gib: Option<f64>,
+        /// Output folder for scale.md and scale.svg.
+        #[arg(long, default_value = "docs/scale")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() {
+    // A child process of `pm bench scale` measures one case and reports on stdout.
+    if let Some(line) = pm_train::scale::child_main() {
+        match line {
+            Ok(line) => println!("{line}"),
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {}", error_chain(&err));
@@ -131,7 +179,54 @@ fn run(cli: Cli) -> Result<()> {
             identities,
             seed,
         } => demo(out, steps, identities, seed),
+        Command::Bench { bench } => match bench {
+            Bench::Scale {
+                identities,
+                memory_sizes,
+                batch,
+                dim,
+                steps,
+                memory_budget_gib,
+                out_dir,
+            } => {
+                let defaults = ScaleConfig::default();
+                let config = ScaleConfig {
+                    identities,
+                    memory_sizes,
+                    batch,
+                    dim,
+                    steps,
+                    memory_budget_bytes: memory_budget_gib
+                        .map_or(defaults.memory_budget_bytes, |g| {
+                            (g * (1u64 << 30) as f64) as u64
+                        }),
+                    ..defaults
+                };
+                bench_scale(&config, &out_dir)
+            }
+        },
     }
+}
+
+fn bench_scale(config: &ScaleConfig, out_dir: &std::path::Path) -> Result<()> {
+    init_logging(None)?;
+    let report = run_scale(config, |result| {
+        tracing::info!(
+            head = %result.case.head.label(),
+            n = result.case.identities,
+            outcome = ?result.outcome,
+            "scale case done"
+        );
+    })?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let table = report.table();
+    for (name, text) in [("scale.md", &table), ("scale.svg", &report.chart())] {
+        let path = out_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{table}");
+    println!("wrote {}", out_dir.join("scale.{md,svg}").display());
+    Ok(())
 }
 
 fn train(config_path: &std::path::Path, resume: bool, max_steps: Option<u64>) -> Result<()> {

@@ -10,6 +10,7 @@ mod head;
 mod metrics;
 mod obsolescence;
 pub mod plot;
+pub mod scale;
 mod sgd;
 mod trainer;
 
