@@ -15,11 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pm_benches::{per_second, time_per_call};
-use pm_data::{
-    Dataset, PackConfig, PkSampler, Prefetcher, Preprocess, SamplerConfig, Storage, SynthConfig,
-    assemble, identity_counts, pack_synth,
-};
+use pm_benches::{pack_synthetic, per_second, time_per_call};
+use pm_data::{Dataset, PkSampler, Prefetcher, SamplerConfig, Storage, assemble, identity_counts};
 
 /// Identities per batch and images per identity of the pipeline rows.
 const P: usize = 32;
@@ -105,22 +102,7 @@ fn pack(
     size: u32,
 ) -> Result<Dataset> {
     let out = root.join(name);
-    let synth = SynthConfig {
-        size,
-        ..SynthConfig::default()
-    };
-    let config = PackConfig {
-        exclude: Default::default(),
-        min_images: 1,
-        preprocess: Preprocess {
-            crop: pm_data::Crop::Center { fraction: 1.0 },
-            size,
-        },
-        max_images_per_shard: 4096,
-        storage,
-        append: false,
-    };
-    pack_synth(&synth, 0..n, K, &out, &config).context("packing the synthetic set")?;
+    pack_synthetic(&out, (n, K, size), 4096, storage).context("packing the synthetic set")?;
     Ok(Dataset::open(&out)?)
 }
 

@@ -15,11 +15,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pm_benches::resident_kib;
-use pm_data::{
-    Dataset, PackConfig, PkSampler, Preprocess, SamplerConfig, Storage, SynthConfig,
-    identity_counts, pack_synth,
-};
+use pm_benches::{pack_synthetic, resident_kib};
+use pm_data::{Dataset, PkSampler, SamplerConfig, Storage, identity_counts};
 
 /// Environment variable through which the bench calls itself to measure one dataset.
 const CHILD: &str = "PM_SCALE_CHILD";
@@ -100,22 +97,7 @@ fn main() -> Result<()> {
 }
 
 fn pack(dir: &Path, identities: u64, per_identity: usize, size: u32) -> Result<()> {
-    let synth = SynthConfig {
-        size,
-        ..SynthConfig::default()
-    };
-    let config = PackConfig {
-        exclude: Default::default(),
-        min_images: 1,
-        preprocess: Preprocess {
-            crop: pm_data::Crop::Center { fraction: 1.0 },
-            size,
-        },
-        max_images_per_shard: 100_000,
-        storage: Storage::Raw,
-        append: false,
-    };
-    pack_synth(&synth, 0..identities, per_identity, dir, &config)?;
+    pack_synthetic(dir, (identities, per_identity, size), 100_000, Storage::Raw)?;
     Ok(())
 }
 

@@ -3,7 +3,10 @@
 //! Every benchmark prints a table whose rows are ratios against a reference measured in the
 //! same run (a memory copy, a single-thread loop), so the numbers compare across machines.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use pm_data::{PackConfig, PackReport, Preprocess, Storage, SynthConfig};
 
 /// Runs `f` until at least `min_time` has passed (and at least once); returns the mean
 /// duration of one call.
@@ -47,4 +50,33 @@ pub fn per_second(count: f64, time: Duration) -> String {
         out.push(c);
     }
     out
+}
+
+/// Packs synthetic identities `0..identities`, `per_identity` images of `size × size` each,
+/// into a new dataset at `out` (the input every data benchmark starts from).
+///
+/// # Errors
+/// The errors of [`pm_data::pack_synth`].
+pub fn pack_synthetic(
+    out: &Path,
+    (identities, per_identity, size): (u64, usize, u32),
+    max_images_per_shard: usize,
+    storage: Storage,
+) -> pm_data::Result<PackReport> {
+    let synth = SynthConfig {
+        size,
+        ..SynthConfig::default()
+    };
+    let config = PackConfig {
+        exclude: Default::default(),
+        min_images: 1,
+        preprocess: Preprocess {
+            crop: pm_data::Crop::Center { fraction: 1.0 },
+            size,
+        },
+        max_images_per_shard,
+        storage,
+        append: false,
+    };
+    pm_data::pack_synth(&synth, 0..identities, per_identity, out, &config)
 }
