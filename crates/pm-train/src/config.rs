@@ -157,7 +157,8 @@ pub struct OptimSection {
     /// Final learning rate as a fraction of `lr`.
     #[serde(default = "default_final_lr")]
     pub final_lr_fraction: f64,
-    /// Stop after this many non-finite losses in a row (each is skipped and logged).
+    /// Stop after this many steps in a row with a non-finite loss or gradient (each is skipped
+    /// and logged).
     #[serde(default = "default_nonfinite")]
     pub max_nonfinite_in_row: usize,
 }

@@ -47,8 +47,8 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
-    /// The run stopped because the loss was not finite too many steps in a row.
-    #[error("loss was not finite for {0} steps in a row; stopping")]
+    /// The run stopped because the loss or a gradient was not finite too many steps in a row.
+    #[error("the loss or a gradient was not finite for {0} steps in a row; stopping")]
     Diverged(usize),
 }
 

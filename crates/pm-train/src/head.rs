@@ -51,6 +51,9 @@ impl Trainer {
             return self.skip_step(loss_value, "loss");
         }
         let grads = loss.backward()?;
+        if let Some(name) = self.optimizer.non_finite_gradient(&grads)? {
+            return self.skip_step(loss_value, &format!("gradient of {name}"));
+        }
         let (row_grad, finite) = LearnedHead::gradient(&forward, &grads)?;
         if !finite {
             return self.skip_step(loss_value, "row gradient");

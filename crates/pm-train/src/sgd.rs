@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::Result;
 
@@ -60,6 +60,35 @@ impl SgdMomentum {
         Ok(())
     }
 
+    /// The name of the first variable whose gradient holds a NaN or an infinity, if any.
+    ///
+    /// One reduction over all gradients is read back; the per-variable search runs only when it
+    /// is not finite. (A gradient whose entries are finite but sum past the f32 range counts as
+    /// not finite too: such a step would wreck the weights anyway.)
+    ///
+    /// # Errors
+    /// A tensor operation failed.
+    pub fn non_finite_gradient(&self, grads: &GradStore) -> Result<Option<&str>> {
+        let with_grad: Vec<(&str, &Tensor)> = self
+            .vars
+            .iter()
+            .filter_map(|(name, var)| grads.get(var.as_tensor()).map(|g| (name.as_str(), g)))
+            .collect();
+        let sums = with_grad
+            .iter()
+            .map(|(_, g)| g.sum_all()?.to_dtype(DType::F32))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if sums.is_empty() {
+            return Ok(None);
+        }
+        let total = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+        Ok(total
+            .iter()
+            .zip(&with_grad)
+            .find(|(sum, _)| !sum.is_finite())
+            .map(|(_, (name, _))| *name))
+    }
+
     /// The momentum buffers as named tensors (`optim.<variable>`).
     pub fn state(&self) -> HashMap<String, Tensor> {
         self.velocity
@@ -96,6 +125,38 @@ impl SgdMomentum {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn names_the_first_variable_with_a_non_finite_gradient() {
+        let a = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let b = Var::new(&[3.0f32], &Device::Cpu).unwrap();
+        let opt = SgdMomentum::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            0.9,
+            0.0,
+        );
+        let finite = (a.as_tensor().sum_all().unwrap() + b.as_tensor().sum_all().unwrap()).unwrap();
+        assert_eq!(
+            opt.non_finite_gradient(&finite.backward().unwrap())
+                .unwrap(),
+            None
+        );
+        // d/db of sqrt(b - 3) at b = 3 is infinite; a's gradient stays finite.
+        let sqrt = b
+            .as_tensor()
+            .affine(1.0, -3.0)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let loss = (a.as_tensor().sum_all().unwrap() + sqrt).unwrap();
+        assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+        assert_eq!(
+            opt.non_finite_gradient(&loss.backward().unwrap()).unwrap(),
+            Some("b")
+        );
+    }
 
     #[test]
     fn follows_the_momentum_recurrence() {

@@ -289,12 +289,15 @@ impl Trainer {
         let loss_value = loss.to_scalar::<f32>()? as f64;
         self.step += 1;
 
-        // A non-finite loss skips the step (no update of weights or memory).
+        // A non-finite loss or gradient skips the step (no update of weights or memory).
         if !loss_value.is_finite() {
             return self.skip_step(loss_value, "loss");
         }
-        self.nonfinite_in_row = 0;
         let grads = loss.backward()?;
+        if let Some(name) = self.optimizer.non_finite_gradient(&grads)? {
+            return self.skip_step(loss_value, &format!("gradient of {name}"));
+        }
+        self.nonfinite_in_row = 0;
         self.optimizer
             .step(&grads, self.learning_rate(self.step - 1))?;
 

@@ -415,3 +415,34 @@ fn a_resumed_partial_fc_run_matches_the_uninterrupted_run_exactly() {
     let err = Trainer::new(other, true).err().expect("must refuse");
     assert!(err.to_string().contains("[head]"), "{err}");
 }
+
+#[test]
+fn a_run_that_stays_non_finite_stops_after_the_configured_count_for_every_head() {
+    use pm_train::HeadKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 12, 3);
+    for kind in [
+        HeadKind::PrototypeMemory,
+        HeadKind::FullSoftmax,
+        HeadKind::PartialFc,
+    ] {
+        let run = dir.path().join(format!("run-{kind:?}"));
+        let mut config = head_config(&data, &run, 40, kind);
+        // One step at this rate overflows the weights; every later loss or gradient is NaN.
+        config.optim.lr = 1e38;
+        config.optim.warmup_steps = 0;
+        config.optim.max_nonfinite_in_row = 3;
+        let mut trainer = Trainer::new(config, false).unwrap();
+        let err = trainer.run(&mut NoProgress, None).unwrap_err();
+        assert!(
+            matches!(err, pm_train::Error::Diverged(3)),
+            "{kind:?}: {err}"
+        );
+        // It stops a few steps in, not at the end of the schedule.
+        assert!(
+            trainer.step() < 10,
+            "{kind:?} ran to step {}",
+            trainer.step()
+        );
+    }
+}
