@@ -14,6 +14,10 @@
 //! (logits, weighted sum of rows; plus 4·B·d·R for grad_w) and for the unfused head (logits,
 //! the input gradient).
 //!
+//! The floor row is what no exact f32 forward+backward can beat: its two products at the
+//! machine's fused multiply-add peak, measured first in the same run (independent AVX2 FMA
+//! chains in registers on every rayon thread; x86-64 only).
+//!
 //! ```text
 //! cargo bench -p pm-benches --bench fused_head
 //! PM_BENCH_LARGE=1 PM_BENCH_SECONDS=3 PM_FUSED_TILE=256 PM_FUSED_BLOCK=128 cargo bench ...
@@ -125,18 +129,65 @@ fn main() -> Result<()> {
         "", "", "", "", ""
     );
 
+    let peak = fma_peak_gflops();
     let mut sizes = vec![10_000, 100_000];
     if large {
         sizes.push(1_000_000);
     }
     for m in sizes {
-        measure(m, &config, min_time)?;
+        measure(m, &config, min_time, peak)?;
+    }
+    match peak {
+        Some(peak) => println!("FMA peak of this machine: {peak:.1} GFLOP/s"),
+        None => println!("FMA peak not measured (needs x86-64 with AVX2 and FMA)"),
     }
     Ok(())
 }
 
+/// The multiply-add throughput of all rayon threads together, in GFLOP/s: best of three short
+/// runs of 12 independent 8-lane FMA chains per thread (enough to cover the FMA latency).
+fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        const ITERS: u64 = 20_000_000;
+        let per_thread = ITERS as f64 * 12.0 * 8.0 * 2.0;
+        let best = (0..3)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+                let sums = rayon::broadcast(|_| unsafe { fma_chains(ITERS) });
+                std::hint::black_box(sums);
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        return Some(rayon::current_num_threads() as f64 * per_thread / best / 1e9);
+    }
+    None
+}
+
+/// `iters` rounds of 12 independent 8-wide `x ← x·a + b`; returns a sum so nothing is elided.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(iters: u64) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut chains = [_mm256_set1_ps(0.0); 12];
+    for _ in 0..iters {
+        for x in &mut chains {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let sum = chains
+        .iter()
+        .fold(_mm256_set1_ps(0.0), |s, &x| _mm256_add_ps(s, x));
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds the 8 floats the unaligned store writes.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
 /// Times every row at `m` weight rows and prints them.
-fn measure(m: usize, config: &FusedConfig, min_time: Duration) -> Result<()> {
+fn measure(m: usize, config: &FusedConfig, min_time: Duration, peak: Option<f64>) -> Result<()> {
     let device = Device::Cpu;
     let z = unit_rows(B, 1);
     let w = unit_rows(m, 2);
@@ -207,6 +258,16 @@ fn measure(m: usize, config: &FusedConfig, min_time: Duration) -> Result<()> {
             time.as_secs_f64() * 1e3,
             row.products * flops / time.as_secs_f64() / 1e9,
             time.as_secs_f64() / best[0].as_secs_f64()
+        );
+    }
+    if let Some(peak) = peak {
+        let floor = 2.0 * flops / (peak * 1e9);
+        println!(
+            "| {m:>9} | {:<30} | {:>10.1} | {:>8.1} | {:>8.2} |",
+            "floor: 2 products at FMA peak",
+            floor * 1e3,
+            peak,
+            floor / best[0].as_secs_f64()
         );
     }
     Ok(())
