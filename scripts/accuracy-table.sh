@@ -4,6 +4,7 @@
 #
 #   scripts/accuracy-table.sh                       # all rows (about 9 minutes each on 2 cores)
 #   scripts/accuracy-table.sh configs/table/b-*.toml
+#   scripts/accuracy-table.sh --table               # the finished rows as a markdown table
 #
 # A row whose evaluation file exists is skipped, and an interrupted row resumes from its newest
 # checkpoint, so the script can be stopped and started again. Rows named a-* follow protocol A
@@ -13,6 +14,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${PM_SHARED_DATA:-../shared/data}
+
+if [[ ${1:-} == --table ]]; then
+    # One line per row and protocol: the trained encoder's mean ± std over the 10 folds, and the
+    # mean over seeds of rows that differ only in a -seedN suffix.
+    exec python3 - <<'EOF_PY'
+import collections, glob, json, os, re, statistics
+rows = collections.defaultdict(dict)
+for path in sorted(glob.glob("runs/table/*/eval-*.json")):
+    name = os.path.basename(os.path.dirname(path))
+    protocol = os.path.basename(path)[5:-5]
+    trained = [e for e in json.load(open(path)) if e["model"] == "trained encoder"][0]
+    base, seed = re.fullmatch(r"(.*?)(?:-seed(\d+))?", name).groups()
+    rows[(base, protocol)][int(seed or 0)] = trained["accuracy"]
+print("| row | protocol | seed 0: mean ± std (%) | seeds | mean over seeds (%) |")
+print("|---|---|---:|---:|---:|")
+for (base, protocol), by_seed in sorted(rows.items()):
+    means = [100 * a["mean"] for _, a in sorted(by_seed.items())]
+    first = by_seed.get(0) or next(iter(by_seed.values()))
+    over = f"{statistics.mean(means):.2f}" if len(means) > 1 else ""
+    print(f"| {base} | {protocol} | {100 * first['mean']:.2f} ± {100 * first['std']:.2f} "
+          f"| {len(means)} | {over} |")
+EOF_PY
+fi
 if [[ -z ${PM:-} ]]; then
     cargo build --release -p pm-cli
     PM=target/release/pm
