@@ -247,6 +247,9 @@ fn train(config_path: &std::path::Path, resume: bool, max_steps: Option<u64>) ->
 enum Chart {
     /// Cosine of the stored rows to the current encoder's prototypes, and their age, by step.
     Obsolescence,
+    /// The same, one cosine panel per run side by side on a shared axis (e.g. Partial FC and
+    /// Prototype Memory), then the ages.
+    ObsolescenceByRun,
 }
 
 fn plot(chart: Chart, runs: &[String], out: &std::path::Path) -> Result<()> {
@@ -259,6 +262,7 @@ fn plot(chart: Chart, runs: &[String], out: &std::path::Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let svg = match chart {
         Chart::Obsolescence => pm_train::plot::obsolescence_chart(&runs)?,
+        Chart::ObsolescenceByRun => pm_train::plot::obsolescence_by_run_chart(&runs)?,
     };
     std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());

@@ -45,6 +45,8 @@ pub struct Panel {
     pub y_label: String,
     /// The lines.
     pub series: Vec<Series>,
+    /// Y axis range; `None` fits the data. Panels meant to be compared share one.
+    pub y_range: Option<(f64, f64)>,
 }
 
 const PANEL_W: f64 = 460.0;
@@ -89,7 +91,9 @@ fn draw_panel(out: &mut String, panel: &Panel, x0: f64, y0: f64) {
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     let (x_lo, x_hi) = range(finite.iter().map(|p| p.0));
-    let (y_lo, y_hi) = range(finite.iter().map(|p| p.1));
+    let (y_lo, y_hi) = panel
+        .y_range
+        .unwrap_or_else(|| range(finite.iter().map(|p| p.1)));
     let sx = |x: f64| px + (x - x_lo) / (x_hi - x_lo) * pw;
     let sy = |y: f64| py + ph - (y - y_lo) / (y_hi - y_lo) * ph;
 
@@ -246,48 +250,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
 /// measurement (trained without `run.obsolescence_every`).
 pub fn obsolescence_chart(runs: &[(String, PathBuf)]) -> Result<String> {
     let (mut cosine, mut age) = (Vec::new(), Vec::new());
-    for (name, run) in runs {
-        let path = run.join("metrics.jsonl");
-        let found: Vec<_> = read_metrics(&path)?
-            .into_iter()
-            .filter_map(|line| line.obsolescence)
-            .collect();
-        if found.is_empty() {
-            return Err(Error::Config {
-                path,
-                what: "no obsolescence measurement: train with run.obsolescence_every > 0".into(),
-            });
-        }
-        let points = |f: fn(&crate::Obsolescence) -> f64| {
-            found
-                .iter()
-                .map(|o| (o.step as f64, f(o)))
-                .collect::<Vec<_>>()
-        };
-        let colour = age.len();
-        let series = |label: String, points, dash| Series {
-            label,
-            points,
-            colour,
-            dash,
-        };
-        cosine.push(series(
-            format!("{name}: stored, mean"),
-            points(|o| o.cos_mean),
-            Dash::Solid,
-        ));
-        cosine.push(series(
-            format!("{name}: stored, 10th pct"),
-            points(|o| o.cos_p10),
-            Dash::Dashed,
-        ));
-        let fresh = points(|o| o.fresh_cos_mean);
-        cosine.push(series(
-            format!("{name}: fresh rows (age 0)"),
-            fresh,
-            Dash::Dotted,
-        ));
-        age.push(series(name.clone(), points(|o| o.age_mean), Dash::Solid));
+    for (colour, (name, run)) in runs.iter().enumerate() {
+        let found = obsolescence_of(run)?;
+        cosine.extend(cosine_series(name, &found, colour));
+        age.push(age_series(name, &found, colour));
     }
     let panels = [
         Panel {
@@ -295,20 +261,163 @@ pub fn obsolescence_chart(runs: &[(String, PathBuf)]) -> Result<String> {
             x_label: "step".into(),
             y_label: "cosine".into(),
             series: cosine,
+            y_range: None,
         },
-        Panel {
-            title: "age of the stored rows the loss used".into(),
-            x_label: "step".into(),
-            y_label: "mean age (steps)".into(),
-            series: age,
-        },
+        age_panel(age),
     ];
     Ok(svg("Prototype obsolescence", &panels))
+}
+
+/// The same statistics as [`obsolescence_chart`], one cosine panel per run side by side on a
+/// shared cosine axis (for heads whose curves would hide each other in one panel, such as
+/// Partial FC against Prototype Memory), then the ages of all runs in one panel.
+///
+/// # Errors
+/// As [`obsolescence_chart`].
+pub fn obsolescence_by_run_chart(runs: &[(String, PathBuf)]) -> Result<String> {
+    let (mut panels, mut age) = (Vec::new(), Vec::new());
+    for (colour, (name, run)) in runs.iter().enumerate() {
+        let found = obsolescence_of(run)?;
+        panels.push(Panel {
+            title: name.clone(),
+            x_label: "step".into(),
+            y_label: "cosine to the current-encoder prototype".into(),
+            series: cosine_series(name, &found, colour),
+            y_range: None,
+        });
+        age.push(age_series(name, &found, colour));
+    }
+    let values = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)))
+        .filter(|y| y.is_finite());
+    let shared = range(values);
+    for panel in &mut panels {
+        panel.y_range = Some(shared);
+    }
+    panels.push(age_panel(age));
+    Ok(svg("Row obsolescence, run by run", &panels))
+}
+
+/// The obsolescence measurements of a run's `metrics.jsonl`.
+fn obsolescence_of(run: &Path) -> Result<Vec<crate::Obsolescence>> {
+    let path = run.join("metrics.jsonl");
+    let found: Vec<_> = read_metrics(&path)?
+        .into_iter()
+        .filter_map(|line| line.obsolescence)
+        .collect();
+    if found.is_empty() {
+        return Err(Error::Config {
+            path,
+            what: "no obsolescence measurement: train with run.obsolescence_every > 0".into(),
+        });
+    }
+    Ok(found)
+}
+
+fn points(found: &[crate::Obsolescence], f: fn(&crate::Obsolescence) -> f64) -> Vec<(f64, f64)> {
+    found.iter().map(|o| (o.step as f64, f(o))).collect()
+}
+
+/// Stored rows' mean and 10th percentile cosine, and the fresh-row control, in one colour.
+fn cosine_series(name: &str, found: &[crate::Obsolescence], colour: usize) -> Vec<Series> {
+    let series = |label: &str, points, dash| Series {
+        label: format!("{name}: {label}"),
+        points,
+        colour,
+        dash,
+    };
+    vec![
+        series("stored, mean", points(found, |o| o.cos_mean), Dash::Solid),
+        series(
+            "stored, 10th pct",
+            points(found, |o| o.cos_p10),
+            Dash::Dashed,
+        ),
+        series(
+            "fresh rows (age 0)",
+            points(found, |o| o.fresh_cos_mean),
+            Dash::Dotted,
+        ),
+    ]
+}
+
+fn age_series(name: &str, found: &[crate::Obsolescence], colour: usize) -> Series {
+    Series {
+        label: name.to_owned(),
+        points: points(found, |o| o.age_mean),
+        colour,
+        dash: Dash::Solid,
+    }
+}
+
+fn age_panel(series: Vec<Series>) -> Panel {
+    Panel {
+        title: "age of the stored rows the loss used".into(),
+        x_label: "step".into(),
+        y_label: "mean age (steps)".into(),
+        series,
+        y_range: None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run directory whose metrics hold obsolescence measurements with cosines around `cos`.
+    fn run_with_obsolescence(dir: &Path, cos: f64) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let lines: Vec<String> = (1..=4u64)
+            .map(|i| {
+                let line = StepMetrics {
+                    step: 10 * i,
+                    obsolescence: Some(crate::Obsolescence {
+                        step: 10 * i,
+                        age_mean: i as f64,
+                        cos_mean: cos + 0.01 * i as f64,
+                        cos_p10: cos - 0.1,
+                        fresh_cos_mean: cos + 0.1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                serde_json::to_string(&line).unwrap()
+            })
+            .collect();
+        std::fs::write(dir.join("metrics.jsonl"), lines.join("\n")).unwrap();
+        dir.to_owned()
+    }
+
+    #[test]
+    fn the_by_run_chart_puts_each_run_in_its_panel_on_one_cosine_axis() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = vec![
+            (
+                "low".to_owned(),
+                run_with_obsolescence(&dir.path().join("a"), 0.1),
+            ),
+            (
+                "high".to_owned(),
+                run_with_obsolescence(&dir.path().join("b"), 0.7),
+            ),
+        ];
+        let svg = obsolescence_by_run_chart(&runs).unwrap();
+        // Two cosine panels of three lines each, then one age line per run.
+        assert_eq!(svg.matches("<polyline").count(), 3 + 3 + 2);
+        assert_eq!(svg.matches(r##"fill="none" stroke="#444""##).count(), 3);
+        // A shared axis: the 0.8 tick of the high run shows in both cosine panels, and the low
+        // run's lines sit in the lower part of its panel instead of filling it.
+        let left_panel = &svg[..svg.find(">high<").unwrap()];
+        assert!(left_panel.contains(">0.8<"), "{svg}");
+        let overlaid = obsolescence_chart(&runs).unwrap();
+        assert_eq!(overlaid.matches("<polyline").count(), 3 + 3 + 2);
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::write(empty.join("metrics.jsonl"), "").unwrap();
+        let err = obsolescence_by_run_chart(&[("e".into(), empty)]).unwrap_err();
+        assert!(err.to_string().contains("obsolescence_every"), "{err}");
+    }
 
     #[test]
     fn ticks_are_round_and_inside() {
@@ -338,6 +447,7 @@ mod tests {
                     dash: Dash::Dashed,
                 },
             ],
+            y_range: None,
         };
         let svg = svg("t & t", &[panel]);
         assert_eq!(svg.matches("<polyline").count(), 2);

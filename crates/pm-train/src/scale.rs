@@ -726,12 +726,14 @@ impl ScaleReport {
             x_label: "log10 identities N".into(),
             y_label: "log10 ms per step".into(),
             series: series(&|m| Some(m.step_ms.max(1e-6).log10())),
+            y_range: None,
         };
         let memory = Panel {
             title: "peak resident memory".into(),
             x_label: "log10 identities N".into(),
             y_label: "log10 MiB".into(),
             series: series(&|m| m.peak_rss_bytes.map(|b| (b as f64 / MIB).log10())),
+            y_range: None,
         };
         let c = &self.config;
         let title = format!("Classifier head at scale (B = {}, d = {})", c.batch, c.dim);
