@@ -24,17 +24,22 @@ rows = collections.defaultdict(dict)
 for path in sorted(glob.glob("runs/table/*/eval-*.json")):
     name = os.path.basename(os.path.dirname(path))
     protocol = os.path.basename(path)[5:-5]
-    trained = [e for e in json.load(open(path)) if e["model"] == "trained encoder"][0]
+    trained = [e for e in json.load(open(path)) if e["model"] == "trained encoder"]
+    if not trained:
+        raise SystemExit(f"{path}: no 'trained encoder' entry")
+    trained = trained[0]
     base, seed = re.fullmatch(r"(.*?)(?:-seed(\d+))?", name).groups()
     rows[(base, protocol)][int(seed or 0)] = trained["accuracy"]
-print("| row | protocol | seed 0: mean ± std (%) | seeds | mean over seeds (%) |")
-print("|---|---|---:|---:|---:|")
+print("| row | protocol | first seed: mean ± std (%) | seeds | mean ± std over seeds (%) |")
+print("|---|---|---:|---|---:|")
 for (base, protocol), by_seed in sorted(rows.items()):
-    means = [100 * a["mean"] for _, a in sorted(by_seed.items())]
-    first = by_seed.get(0) or next(iter(by_seed.values()))
-    over = f"{statistics.mean(means):.2f}" if len(means) > 1 else ""
+    seeds = sorted(by_seed)
+    means = [100 * by_seed[s]["mean"] for s in seeds]
+    first = by_seed[seeds[0]]
+    over = (f"{statistics.mean(means):.2f} ± {statistics.pstdev(means):.2f}"
+            if len(means) > 1 else "")
     print(f"| {base} | {protocol} | {100 * first['mean']:.2f} ± {100 * first['std']:.2f} "
-          f"| {len(means)} | {over} |")
+          f"| {', '.join(map(str, seeds))} | {over} |")
 EOF_PY
 fi
 if [[ -z ${PM:-} ]]; then
@@ -57,9 +62,12 @@ for config in "${configs[@]}"; do
         continue
     fi
     echo "== $name: training ($(date -u +%H:%M:%S))"
-    resume=()
-    [[ -d $run/checkpoints ]] && resume=(--resume)
-    "$PM" train --config "$config" "${resume[@]}"
+    # A run directory, even without a checkpoint yet, refuses a fresh start: resume it.
+    if [[ -d $run ]]; then
+        "$PM" train --config "$config" --resume
+    else
+        "$PM" train --config "$config"
+    fi
     for protocol in "${evals[@]}"; do
         case $protocol in
             lfw) "$PM" eval --run "$run" --protocol lfw --data "$DATA/lfw/images" --crop-fraction 0.5 ;;

@@ -337,6 +337,9 @@ impl TrainConfig {
         if !(rate > 0.0 && rate <= 1.0) {
             return Err(format!("head.sample_rate must be in (0, 1], got {rate}"));
         }
+        if o.max_nonfinite_in_row == 0 {
+            return Err("optim.max_nonfinite_in_row must be at least 1".into());
+        }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
             return Err(format!(
                 "optim.weight_decay must be >= 0, got {}",
@@ -375,6 +378,16 @@ mod tests {
         assert_eq!(config.data.images_per_identity, 2);
         let again = TrainConfig::from_toml(&config.to_toml().unwrap(), Path::new("t")).unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn a_run_must_be_allowed_at_least_one_non_finite_step() {
+        let optim = "[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nsteps = 5\nwarmup_steps = 1\n";
+        for (count, ok) in [(0, false), (1, true)] {
+            let text = format!("{MINIMAL}{optim}max_nonfinite_in_row = {count}\n");
+            let result = TrainConfig::from_toml(&text, Path::new("n.toml"));
+            assert_eq!(result.is_ok(), ok, "{count}: {result:?}");
+        }
     }
 
     #[test]

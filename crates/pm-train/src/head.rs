@@ -184,7 +184,8 @@ impl LearnedHead {
             Some(grad) => grad.clone(),
             None => forward.rows.as_tensor().zeros_like()?,
         };
-        let finite = grad.sqr()?.sum_all()?.to_scalar::<f32>()?.is_finite();
+        // A sum, not a sum of squares: finite entries above 1.8e19 must not count as NaN.
+        let finite = grad.sum_all()?.to_scalar::<f32>()?.is_finite();
         Ok((grad, finite))
     }
 

@@ -425,6 +425,22 @@ fn peak_rss_bytes() -> Option<u64> {
 /// # Errors
 /// Tensor, loss and memory errors.
 pub fn run_case(case: &ScaleCase) -> Result<Measurement> {
+    // A case can come from the environment of a child process: check it as a whole config.
+    check_config(&ScaleConfig {
+        batch: case.batch,
+        dim: case.dim,
+        images_per_identity: case.images_per_identity,
+        identities: vec![case.identities],
+        memory_sizes: match case.head {
+            ScaleHead::PrototypeMemory { capacity } => vec![capacity],
+            _ => Vec::new(),
+        },
+        sample_rate: case.sample_rate,
+        warmup: case.warmup,
+        steps: case.steps,
+        seed: case.seed,
+        ..ScaleConfig::default()
+    })?;
     let device = Device::Cpu;
     let loss = MarginLoss::new(MarginConfig {
         kind: Margin::CosFace,
@@ -608,7 +624,9 @@ fn full_memory(case: &ScaleCase, capacity: usize, device: &Device) -> Result<Pro
 
 impl ScaleReport {
     /// The report as a markdown table: step time and peak RSS per head and N, each with its
-    /// ratio to the same head at the smallest N measured in this run.
+    /// ratio to the same head at the smallest N measured in this run, and the step time's ratio
+    /// to the same head at the previous N (per decade: about 10 for a cost linear in N, about 1
+    /// for a flat one).
     pub fn table(&self) -> String {
         let c = &self.config;
         let mut out = String::new();
@@ -626,18 +644,19 @@ impl ScaleReport {
             c.memory_budget_bytes as f64 / GIB
         );
         out.push_str(
-            "| head | N | softmax rows | step ms | × smallest N | peak RSS MiB | × smallest N \
-             | estimate GiB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| head | N | softmax rows | step ms | × smallest N | × previous N | peak RSS MiB \
+             | × smallest N | estimate GiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
-        for result in &self.results {
-            out.push_str(&self.row(result));
+        for (index, result) in self.results.iter().enumerate() {
+            out.push_str(&self.row(index, result));
         }
         out
     }
 
-    fn row(&self, result: &CaseResult) -> String {
+    fn row(&self, index: usize, result: &CaseResult) -> String {
         let case = &result.case;
         let reference = self.reference(&case.head);
+        let previous = self.previous(index);
         // Measured columns where the case ran, the planned ones otherwise.
         let columns = match &result.outcome {
             Outcome::Measured(m) => m.softmax_rows as u64,
@@ -661,9 +680,10 @@ impl ScaleReport {
                     .and_then(|r| r.peak_rss_bytes)
                     .map(|b| b as f64 / MIB);
                 format!(
-                    "{lead} {:.1} | {} | {} | {} | {estimate:.2} |\n",
+                    "{lead} {:.1} | {} | {} | {} | {} | {estimate:.2} |\n",
                     m.step_ms,
                     ratio(m.step_ms, reference.map(|r| r.step_ms)),
+                    ratio(m.step_ms, previous.map(|r| r.step_ms)),
                     rss.map_or("–".into(), |r| format!("{r:.0}")),
                     rss.map_or("–".into(), |r| ratio(r, ref_rss)),
                 )
@@ -672,13 +692,13 @@ impl ScaleReport {
                 needs_bytes,
                 budget_bytes,
             } => format!(
-                "{lead} skipped: needs {:.1} GiB (budget {:.1} GiB) | | | | {estimate:.2} |\n",
+                "{lead} skipped: needs {:.1} GiB (budget {:.1} GiB) | | | | | {estimate:.2} |\n",
                 *needs_bytes as f64 / GIB,
                 *budget_bytes as f64 / GIB
             ),
             Outcome::Failed(why) => {
                 format!(
-                    "{lead} failed: {} | | | | {estimate:.2} |\n",
+                    "{lead} failed: {} | | | | | {estimate:.2} |\n",
                     why.replace('|', "/")
                 )
             }
@@ -694,6 +714,21 @@ impl ScaleReport {
                 Outcome::Measured(m) => Some(m),
                 _ => None,
             })
+    }
+
+    /// The measurement of the same head as `results[index]` at the N just before it, if that
+    /// case ran.
+    fn previous(&self, index: usize) -> Option<&Measurement> {
+        let head = self.results[index].case.head;
+        match &self.results[..index]
+            .iter()
+            .rev()
+            .find(|r| r.case.head == head)?
+            .outcome
+        {
+            Outcome::Measured(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// Two SVG panels, log10 step time and log10 peak RSS against log10 N, one series per head
@@ -847,6 +882,14 @@ mod tests {
     }
 
     #[test]
+    fn a_case_with_fewer_identities_than_a_batch_holds_is_an_error() {
+        let mut bad = case(ScaleHead::FullSoftmax, 0);
+        bad.steps = 1;
+        let err = run_case(&bad).unwrap_err();
+        assert!(err.to_string().contains("N = 0 identities"), "{err}");
+    }
+
+    #[test]
     fn every_head_runs_and_the_memory_does_not_see_n() {
         let report = run_scale(&small(vec![1_000, 2_000]), |_| {}).unwrap();
         assert_eq!(report.results.len(), 8);
@@ -881,6 +924,20 @@ mod tests {
         assert_eq!(measured(ScaleHead::FullSoftmax, 2_000).softmax_rows, 2_000);
         let table = report.table();
         assert_eq!(table.lines().filter(|l| l.starts_with("| ")).count(), 9);
+        // The per-decade column: the step time over the same head's at the N before, if any.
+        let rows = table.lines().filter(|l| l.starts_with("| ")).skip(1);
+        for (result, line) in report.results.iter().zip(rows) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let m = measured(result.case.head, result.case.identities);
+            let expected = match result.case.identities {
+                1_000 => "–".to_owned(),
+                _ => {
+                    let before = measured(result.case.head, 1_000);
+                    format!("{:.2}", m.step_ms / before.step_ms)
+                }
+            };
+            assert_eq!(cells[6], expected, "{line}");
+        }
         let chart = report.chart();
         assert_eq!(
             chart.matches("<polyline").count(),

@@ -251,16 +251,44 @@ impl Trainer {
         })
     }
 
-    /// One optimisation step with the configured head.
+    /// One optimisation step with the configured head. A skipped step (non-finite loss or
+    /// gradient) leaves no trace: its training-mode forward already moved the BatchNorm running
+    /// statistics, so they are put back as they were.
     fn train_step(&mut self, batch: &Batch) -> Result<StepOutcome> {
-        match self.head.take() {
+        let running = self.running_statistics()?;
+        let saved = running
+            .iter()
+            .map(|var| var.as_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let skipped_before = self.nonfinite_in_row;
+        let outcome = match self.head.take() {
             None => self.memory_step(batch),
             Some(mut head) => {
                 let outcome = self.learned_step(&mut head, batch);
                 self.head = Some(head);
                 outcome
             }
+        };
+        if self.nonfinite_in_row > skipped_before {
+            for (var, saved) in running.iter().zip(&saved) {
+                var.set(saved)?;
+            }
         }
+        outcome
+    }
+
+    /// The BatchNorm running means and variances: variables that no gradient reaches.
+    fn running_statistics(&self) -> Result<Vec<Var>> {
+        let vars = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+        Ok(vars
+            .iter()
+            .filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var"))
+            .map(|(_, var)| var.clone())
+            .collect())
     }
 
     /// One optimisation step and the memory update that follows it.
@@ -665,4 +693,97 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         .map(|line| format!("{line}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use pm_data::{Crop, PackConfig, Preprocess, SynthConfig};
+
+    use super::*;
+
+    /// A trainer on 12 synthetic identities of 4 images, 32 px, P = 4 × K = 2.
+    fn trainer(dir: &Path) -> Trainer {
+        let synth = SynthConfig {
+            size: 32,
+            ..SynthConfig::default()
+        };
+        pm_data::write_synth_folder(&synth, &dir.join("faces"), 0..12, 4).unwrap();
+        let pack = PackConfig {
+            exclude: BTreeSet::new(),
+            min_images: 2,
+            preprocess: Preprocess {
+                crop: Crop::Center { fraction: 1.0 },
+                size: 32,
+            },
+            max_images_per_shard: 1000,
+            storage: pm_data::Storage::Raw,
+            append: false,
+        };
+        pm_data::pack_folder(&dir.join("faces"), &dir.join("data"), &pack).unwrap();
+        let text = format!(
+            "[data]\ndataset = \"{}\"\nidentities_per_batch = 4\nimages_per_identity = 2\n\
+             [model]\ninput_size = 32\nwidths = [8, 16]\nblocks_per_stage = 1\n\
+             embedding_dim = 8\n[memory]\ncapacity = 8\n[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 5e-4\nsteps = 10\n\
+             warmup_steps = 0\n[run]\ndir = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("run").display()
+        );
+        let config = TrainConfig::from_toml(&text, Path::new("test.toml")).unwrap();
+        Trainer::new(config, false).unwrap()
+    }
+
+    /// Every variable of the encoder (weights and running statistics), copied.
+    fn state(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
+        let vars = trainer.varmap.data().lock().unwrap();
+        let mut state: Vec<(String, Vec<f32>)> = vars
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                )
+            })
+            .collect();
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        state
+    }
+
+    fn batch(trainer: &Trainer, poison: bool) -> Batch {
+        let picks = trainer.sampler.clone().next_batch();
+        let batch = pm_data::assemble(&trainer.dataset, &picks, 2).unwrap();
+        let mut images = batch.images;
+        if poison {
+            images[0] = f32::NAN;
+        }
+        Batch { images, ..batch }
+    }
+
+    #[test]
+    fn a_skipped_step_changes_nothing_and_a_good_step_resets_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = trainer(dir.path());
+        let good = batch(&trainer, false);
+        trainer.train_step(&good).unwrap();
+        let before = state(&trainer);
+        let memory_before = trainer.memory.len();
+
+        let outcome = trainer.train_step(&batch(&trainer, true)).unwrap();
+        assert_eq!(outcome.loss, None, "a NaN image must give a skipped step");
+        assert_eq!(trainer.nonfinite_in_row, 1);
+        assert_eq!(trainer.memory.len(), memory_before);
+        let after = state(&trainer);
+        for ((name, a), (_, b)) in before.iter().zip(&after) {
+            assert!(a == b, "{name} changed in a skipped step");
+        }
+
+        let outcome = trainer.train_step(&good).unwrap();
+        assert!(outcome.loss.is_some_and(f64::is_finite));
+        assert_eq!(trainer.nonfinite_in_row, 0);
+        assert!(
+            state(&trainer) != after,
+            "a good step must move the weights"
+        );
+    }
 }
