@@ -208,11 +208,21 @@ impl LearnedHead {
         Ok(())
     }
 
-    /// The stored rows the loss used: every class, or the drawn negatives.
+    /// The stored rows of negatives the loss used: every class not in the batch, or the drawn
+    /// negatives (the same set as the memory's rows of other identities, so the statistics of
+    /// the heads compare).
     fn used(&self, forward: &HeadForward) -> Vec<u32> {
         match (&forward.sampled, self) {
             (Some(sampled), _) => sampled.negatives.clone(),
-            (None, head) => (0..head.last_update_step().len() as u32).collect(),
+            (None, head) => {
+                // Full softmax: targets are the batch's class ids.
+                let mut in_batch = forward.targets.clone();
+                in_batch.sort_unstable();
+                in_batch.dedup();
+                (0..head.last_update_step().len() as u32)
+                    .filter(|class| in_batch.binary_search(class).is_err())
+                    .collect()
+            }
         }
     }
 
