@@ -382,7 +382,8 @@ mod tests {
 
     #[test]
     fn a_run_must_be_allowed_at_least_one_non_finite_step() {
-        let optim = "[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nsteps = 5\nwarmup_steps = 1\n";
+        let optim =
+            "[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nsteps = 5\nwarmup_steps = 1\n";
         for (count, ok) in [(0, false), (1, true)] {
             let text = format!("{MINIMAL}{optim}max_nonfinite_in_row = {count}\n");
             let result = TrainConfig::from_toml(&text, Path::new("n.toml"));
