@@ -316,6 +316,7 @@ fn every_learned_head_trains_with_either_margin() {
     let data = dataset(dir.path(), 30, 3);
     let cases = [
         (HeadKind::FullSoftmax, pm_loss::Margin::CosFace, 30),
+        (HeadKind::FullSoftmax, pm_loss::Margin::ArcFace, 30),
         (HeadKind::PartialFc, pm_loss::Margin::ArcFace, 8 + 5),
         (HeadKind::PartialFc, pm_loss::Margin::CosFace, 8 + 5),
     ];
